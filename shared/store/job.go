@@ -1,0 +1,470 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/iterator"
+)
+
+// JobStatus is the life-cycle stage of a job.
+type JobStatus string
+
+// Job statuses. Queued and pending jobs wait, running jobs hold a lease,
+// and the last three are final.
+const (
+	// StatusQueued: created and published; waiting for a runner.
+	StatusQueued JobStatus = "queued"
+	// StatusPending: created while auto-build is off; waits for Execute.
+	StatusPending JobStatus = "pending"
+	// StatusRunning: claimed by a runner holding a lease.
+	StatusRunning JobStatus = "running"
+	// StatusSucceeded: finished without error.
+	StatusSucceeded JobStatus = "succeeded"
+	// StatusFailed: finished with an error.
+	StatusFailed JobStatus = "failed"
+	// StatusCanceled: stopped before finishing, or superseded while pending.
+	StatusCanceled JobStatus = "canceled"
+)
+
+// Finished reports whether s is a final status.
+func (s JobStatus) Finished() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCanceled
+}
+
+// DeliveryTTL is how long a delivery id is remembered for de-duplication
+// (the deliveries.expire_at TTL policy deletes it afterwards).
+const DeliveryTTL = 7 * 24 * time.Hour
+
+// Job is one run of a repository's pipeline, normally for one push.
+type Job struct {
+	// ID is the job's document id. CreateJob generates one when empty.
+	ID string
+	// RepoKey is the repository's key (RepoKey(Owner, Name)); CreateJob
+	// sets it.
+	RepoKey string
+	// Owner and Name are the repository's, in display case.
+	Owner string
+	Name  string
+	// Ref, SHA and Before describe the push: the ref pushed, the commit
+	// it now points at, and the commit it pointed at before.
+	Ref    string
+	SHA    string
+	Before string
+	// DeliveryID is GitHub's X-GitHub-Delivery; empty for jobs not made by
+	// a webhook (Trigger "execute").
+	DeliveryID string
+	// Trigger says what created the job: "push", "execute", ...
+	Trigger string
+	// Iteration numbers the repository's jobs from 1; CreateJob assigns it.
+	Iteration int
+	// Status is the life-cycle stage. CreateJob accepts queued (the
+	// default) or pending.
+	Status JobStatus
+	// CreatedAt, StartedAt and FinishedAt are the life-cycle times; zero
+	// when not reached. CreateJob sets CreatedAt when zero.
+	CreatedAt  time.Time
+	StartedAt  time.Time
+	FinishedAt time.Time
+	// FinishedBy is the lease owner that finished the job.
+	FinishedBy string
+	// LeaseOwner and LeaseExpires describe the lease of a running job.
+	LeaseOwner   string
+	LeaseExpires time.Time
+	// Attempts counts successful claims.
+	Attempts int
+	// Error is the failure message of a failed or canceled job.
+	Error string
+}
+
+// JobRef returns the job's identity for writing events.
+func (j Job) JobRef() JobRef {
+	return JobRef{ID: j.ID, Owner: j.Owner, Name: j.Name, Iteration: j.Iteration}
+}
+
+type jobDoc struct {
+	Repo         string    `firestore:"repo"`
+	Owner        string    `firestore:"owner"`
+	Name         string    `firestore:"name"`
+	Ref          string    `firestore:"ref"`
+	SHA          string    `firestore:"sha"`
+	Before       string    `firestore:"before"`
+	DeliveryID   string    `firestore:"delivery_id"`
+	Trigger      string    `firestore:"trigger"`
+	Iteration    int64     `firestore:"iteration"`
+	Status       string    `firestore:"status"`
+	CreatedAt    time.Time `firestore:"created_at"`
+	StartedAt    time.Time `firestore:"started_at,omitempty"`
+	FinishedAt   time.Time `firestore:"finished_at,omitempty"`
+	FinishedBy   string    `firestore:"finished_by"`
+	LeaseOwner   string    `firestore:"lease_owner"`
+	LeaseExpires time.Time `firestore:"lease_expires,omitempty"`
+	Attempts     int64     `firestore:"attempts"`
+	Error        string    `firestore:"error"`
+}
+
+func toJobDoc(j *Job) jobDoc {
+	return jobDoc{
+		Repo: j.RepoKey, Owner: j.Owner, Name: j.Name,
+		Ref: j.Ref, SHA: j.SHA, Before: j.Before,
+		DeliveryID: j.DeliveryID, Trigger: j.Trigger,
+		Iteration: int64(j.Iteration), Status: string(j.Status),
+		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
+		FinishedBy: j.FinishedBy, LeaseOwner: j.LeaseOwner, LeaseExpires: j.LeaseExpires,
+		Attempts: int64(j.Attempts), Error: j.Error,
+	}
+}
+
+func jobFromSnap(snap *firestore.DocumentSnapshot) (*Job, error) {
+	var d jobDoc
+	if err := snap.DataTo(&d); err != nil {
+		return nil, fmt.Errorf("decode job %s: %w", snap.Ref.ID, err)
+	}
+	return &Job{
+		ID: snap.Ref.ID, RepoKey: d.Repo, Owner: d.Owner, Name: d.Name,
+		Ref: d.Ref, SHA: d.SHA, Before: d.Before,
+		DeliveryID: d.DeliveryID, Trigger: d.Trigger,
+		Iteration: int(d.Iteration), Status: JobStatus(d.Status),
+		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt,
+		FinishedBy: d.FinishedBy, LeaseOwner: d.LeaseOwner, LeaseExpires: d.LeaseExpires,
+		Attempts: int(d.Attempts), Error: d.Error,
+	}, nil
+}
+
+type deliveryDoc struct {
+	JobID     string    `firestore:"job_id"`
+	CreatedAt time.Time `firestore:"created_at"`
+	ExpireAt  time.Time `firestore:"expire_at"`
+}
+
+func (s *Store) jobRef(id string) *firestore.DocumentRef {
+	return s.client.Collection(JobsCollection).Doc(id)
+}
+
+// CreateJob records a new job for a tracked repository in one transaction:
+// it remembers the delivery id (if any), assigns the repository's next
+// iteration, points the repository's latest_job_id (and, for a pending job,
+// pending_job_id) at it, and creates the job document. A pending job
+// supersedes the repository's previous pending job, which is canceled.
+//
+// If the delivery id was seen before, nothing is written and the error is a
+// *DuplicateDeliveryError (matching ErrDuplicateDelivery) naming the first
+// job. It returns ErrNotFound if the repository is not tracked and
+// ErrAlreadyExists if a job with j.ID exists. The returned Job is j as
+// stored.
+func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
+	if err := checkRepo(j.Owner, j.Name); err != nil {
+		return nil, fmt.Errorf("create job: %w", err)
+	}
+	if j.ID == "" {
+		j.ID = s.client.Collection(JobsCollection).NewDoc().ID
+	} else if err := checkID("job id", j.ID); err != nil {
+		return nil, fmt.Errorf("create job: %w", err)
+	}
+	if j.DeliveryID != "" {
+		if err := checkID("delivery id", j.DeliveryID); err != nil {
+			return nil, fmt.Errorf("create job %s: %w", j.ID, err)
+		}
+	}
+	switch j.Status {
+	case "":
+		j.Status = StatusQueued
+	case StatusQueued, StatusPending:
+	default:
+		return nil, fmt.Errorf("create job %s: status %q: %w", j.ID, j.Status, ErrInvalid)
+	}
+	if j.CreatedAt.IsZero() {
+		j.CreatedAt = s.now()
+	}
+	j.RepoKey = RepoKey(j.Owner, j.Name)
+	j.StartedAt, j.FinishedAt, j.FinishedBy = time.Time{}, time.Time{}, ""
+	j.LeaseOwner, j.LeaseExpires, j.Attempts, j.Error = "", time.Time{}, 0, ""
+
+	repoRef := s.repoRef(j.Owner, j.Name)
+	jobRef := s.jobRef(j.ID)
+	var deliveryRef *firestore.DocumentRef
+	if j.DeliveryID != "" {
+		deliveryRef = s.client.Collection(DeliveriesCollection).Doc(j.DeliveryID)
+	}
+	var created Job
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		// Reads first, as transactions require.
+		if deliveryRef != nil {
+			snap, err := tx.Get(deliveryRef)
+			switch {
+			case err == nil:
+				var d deliveryDoc
+				if err := snap.DataTo(&d); err != nil {
+					return fmt.Errorf("decode delivery: %w", err)
+				}
+				return &DuplicateDeliveryError{DeliveryID: j.DeliveryID, JobID: d.JobID}
+			case !isNotFound(err):
+				return err
+			}
+		}
+		snap, err := tx.Get(repoRef)
+		if err != nil {
+			return err
+		}
+		var repo repositoryDoc
+		if err := snap.DataTo(&repo); err != nil {
+			return fmt.Errorf("decode repository: %w", err)
+		}
+		var supersede *firestore.DocumentRef
+		if j.Status == StatusPending && repo.PendingJobID != "" {
+			old := s.jobRef(repo.PendingJobID)
+			snap, err := tx.Get(old)
+			switch {
+			case err == nil:
+				if st, _ := snap.DataAt("status"); st == string(StatusPending) {
+					supersede = old
+				}
+			case !isNotFound(err):
+				return err
+			}
+		}
+
+		job := j
+		job.Iteration = int(max(repo.NextIteration, 1))
+		updates := []firestore.Update{
+			{Path: "next_iteration", Value: int64(job.Iteration) + 1},
+			{Path: "latest_job_id", Value: job.ID},
+		}
+		if job.Status == StatusPending {
+			updates = append(updates, firestore.Update{Path: "pending_job_id", Value: job.ID})
+		}
+		if err := tx.Update(repoRef, updates); err != nil {
+			return err
+		}
+		if err := tx.Create(jobRef, toJobDoc(&job)); err != nil {
+			return err
+		}
+		if deliveryRef != nil {
+			d := deliveryDoc{JobID: job.ID, CreatedAt: job.CreatedAt, ExpireAt: job.CreatedAt.Add(DeliveryTTL)}
+			if err := tx.Create(deliveryRef, d); err != nil {
+				return err
+			}
+		}
+		if supersede != nil {
+			err := tx.Update(supersede, []firestore.Update{
+				{Path: "status", Value: string(StatusCanceled)},
+				{Path: "finished_at", Value: job.CreatedAt},
+				{Path: "error", Value: "superseded by job " + job.ID},
+			})
+			if err != nil {
+				return err
+			}
+		}
+		created = job
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create job %s for %s/%s: %w", j.ID, j.Owner, j.Name, translate(err))
+	}
+	return &created, nil
+}
+
+// Job returns the job with the given id, or ErrNotFound.
+func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
+	if err := checkID("job id", id); err != nil {
+		return nil, fmt.Errorf("get job: %w", err)
+	}
+	snap, err := s.jobRef(id).Get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("get job %s: %w", id, translate(err))
+	}
+	return jobFromSnap(snap)
+}
+
+// Jobs returns up to limit jobs of the repository owner/name, newest
+// (highest iteration) first. It works for untracked repositories too.
+func (s *Store) Jobs(ctx context.Context, owner, name string, limit int) ([]Job, error) {
+	if err := checkRepo(owner, name); err != nil {
+		return nil, fmt.Errorf("list jobs: %w", err)
+	}
+	if limit <= 0 {
+		return nil, fmt.Errorf("list jobs of %s/%s: limit %d: %w", owner, name, limit, ErrInvalid)
+	}
+	q := s.client.Collection(JobsCollection).
+		Where("repo", "==", RepoKey(owner, name)).
+		OrderBy("iteration", firestore.Desc).
+		Limit(limit)
+	jobs, err := s.queryJobs(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("list jobs of %s/%s: %w", owner, name, err)
+	}
+	return jobs, nil
+}
+
+// ExpiredJobs returns up to limit running jobs whose lease expired before
+// now, oldest lease first: their runner died or hung, and another runner may
+// claim them (ClaimJob) to take over or to finish them as failed.
+func (s *Store) ExpiredJobs(ctx context.Context, now time.Time, limit int) ([]Job, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list expired jobs: limit %d: %w", limit, ErrInvalid)
+	}
+	q := s.client.Collection(JobsCollection).
+		Where("status", "==", string(StatusRunning)).
+		Where("lease_expires", "<", now).
+		OrderBy("lease_expires", firestore.Asc).
+		Limit(limit)
+	jobs, err := s.queryJobs(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("list expired jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+func (s *Store) queryJobs(ctx context.Context, q firestore.Query) ([]Job, error) {
+	it := q.Documents(ctx)
+	defer it.Stop()
+	var out []Job
+	for {
+		snap, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return out, nil
+		}
+		if err != nil {
+			return nil, translate(err)
+		}
+		j, err := jobFromSnap(snap)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *j)
+	}
+}
+
+// ClaimJob gives owner a lease on the job until now+lease, marking it
+// running: the at-least-once delivery of job messages makes a redelivered or
+// duplicated message harmless, because only one claim succeeds while the
+// lease is alive. It returns ErrJobFinished for a finished job and ErrLeased
+// while another owner's lease has not expired (a lease is live up to and
+// including its expiry instant). A claim of an expired lease
+// takes the job over; a claim by the current owner renews it. Every
+// successful claim counts an attempt.
+func (s *Store) ClaimJob(ctx context.Context, id, owner string, lease time.Duration, now time.Time) (*Job, error) {
+	if err := checkID("job id", id); err != nil {
+		return nil, fmt.Errorf("claim job: %w", err)
+	}
+	if owner == "" || lease <= 0 {
+		return nil, fmt.Errorf("claim job %s: empty owner or non-positive lease: %w", id, ErrInvalid)
+	}
+	ref := s.jobRef(id)
+	var claimed *Job
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if err != nil {
+			return err
+		}
+		j, err := jobFromSnap(snap)
+		if err != nil {
+			return err
+		}
+		switch {
+		case j.Status.Finished():
+			return ErrJobFinished
+		case j.Status == StatusRunning && j.LeaseOwner != owner && !now.After(j.LeaseExpires):
+			return ErrLeased
+		}
+		j.Status = StatusRunning
+		j.LeaseOwner = owner
+		j.LeaseExpires = now.Add(lease)
+		j.Attempts++
+		updates := []firestore.Update{
+			{Path: "status", Value: string(j.Status)},
+			{Path: "lease_owner", Value: owner},
+			{Path: "lease_expires", Value: j.LeaseExpires},
+			{Path: "attempts", Value: int64(j.Attempts)},
+		}
+		if j.StartedAt.IsZero() {
+			j.StartedAt = now
+			updates = append(updates, firestore.Update{Path: "started_at", Value: now})
+		}
+		claimed = j
+		return tx.Update(ref, updates)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim job %s: %w", id, translate(err))
+	}
+	return claimed, nil
+}
+
+// RenewLease extends owner's lease on the job to now+lease. It returns
+// ErrLeaseLost if the job finished or another owner claimed it; an expired
+// lease nobody else claimed can still be renewed.
+func (s *Store) RenewLease(ctx context.Context, id, owner string, lease time.Duration, now time.Time) error {
+	if err := checkID("job id", id); err != nil {
+		return fmt.Errorf("renew lease: %w", err)
+	}
+	if owner == "" || lease <= 0 {
+		return fmt.Errorf("renew lease of job %s: empty owner or non-positive lease: %w", id, ErrInvalid)
+	}
+	ref := s.jobRef(id)
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if err != nil {
+			return err
+		}
+		j, err := jobFromSnap(snap)
+		if err != nil {
+			return err
+		}
+		if j.Status != StatusRunning || j.LeaseOwner != owner {
+			return ErrLeaseLost
+		}
+		return tx.Update(ref, []firestore.Update{{Path: "lease_expires", Value: now.Add(lease)}})
+	})
+	if err != nil {
+		return fmt.Errorf("renew lease of job %s: %w", id, translate(err))
+	}
+	return nil
+}
+
+// FinishJob ends the job with a final status (succeeded, failed or
+// canceled) and errMsg, clears the lease and records finished_at = now. Only
+// the lease owner may finish a job; anyone else gets ErrLeaseLost. Repeating
+// the same finish (a retry whose first answer was lost) succeeds.
+func (s *Store) FinishJob(ctx context.Context, id, owner string, st JobStatus, errMsg string, now time.Time) error {
+	if err := checkID("job id", id); err != nil {
+		return fmt.Errorf("finish job: %w", err)
+	}
+	if owner == "" || !st.Finished() {
+		return fmt.Errorf("finish job %s: empty owner or status %q not final: %w", id, st, ErrInvalid)
+	}
+	ref := s.jobRef(id)
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if err != nil {
+			return err
+		}
+		j, err := jobFromSnap(snap)
+		if err != nil {
+			return err
+		}
+		if j.Status.Finished() {
+			if j.FinishedBy == owner && j.Status == st && j.Error == errMsg {
+				return nil // already done by this very call
+			}
+			return ErrLeaseLost
+		}
+		if j.Status != StatusRunning || j.LeaseOwner != owner {
+			return ErrLeaseLost
+		}
+		return tx.Update(ref, []firestore.Update{
+			{Path: "status", Value: string(st)},
+			{Path: "error", Value: errMsg},
+			{Path: "finished_at", Value: now},
+			{Path: "finished_by", Value: owner},
+			{Path: "lease_owner", Value: ""},
+			{Path: "lease_expires", Value: firestore.Delete},
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("finish job %s: %w", id, translate(err))
+	}
+	return nil
+}

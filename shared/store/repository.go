@@ -1,0 +1,238 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"google.golang.org/api/iterator"
+)
+
+// Repository is a tracked GitHub repository.
+type Repository struct {
+	// Owner and Name are as GitHub displays them; lookups ignore case.
+	Owner string
+	Name  string
+	// HookID is the id of the webhook created on GitHub.
+	HookID int64
+	// WebhookSecret is the HMAC key of the webhook. It is sealed in
+	// Firestore and plaintext only here. It must not be empty.
+	WebhookSecret []byte
+	// TrackedBy is the GitHub login that tracked the repository.
+	TrackedBy string
+	// TrackedAt is when it was tracked; TrackRepository sets it when zero.
+	TrackedAt time.Time
+	// Triggers says which phases run automatically on a push.
+	Triggers Triggers
+	// NextIteration is the iteration the next job will get (from 1).
+	// TrackRepository sets it; callers cannot.
+	NextIteration int
+	// LatestJobID is the newest job of the repository, if any.
+	LatestJobID string
+	// PendingJobID is the newest job waiting for Execute because
+	// auto-build is off, if any.
+	PendingJobID string
+}
+
+// Key returns the repository's document id (see RepoKey).
+func (r Repository) Key() string { return RepoKey(r.Owner, r.Name) }
+
+// Triggers are Skaffold's auto-build, auto-deploy and auto-sync switches for
+// one repository. Every trigger is on unless turned off.
+type Triggers struct {
+	AutoBuild  bool
+	AutoDeploy bool
+	AutoSync   bool
+}
+
+// DefaultTriggers returns the triggers of a newly tracked repository: all on.
+func DefaultTriggers() Triggers {
+	return Triggers{AutoBuild: true, AutoDeploy: true, AutoSync: true}
+}
+
+type repositoryDoc struct {
+	Owner         string      `firestore:"owner"`
+	Name          string      `firestore:"name"`
+	HookID        int64       `firestore:"hook_id"`
+	WebhookSecret []byte      `firestore:"webhook_secret"`
+	TrackedBy     string      `firestore:"tracked_by"`
+	TrackedAt     time.Time   `firestore:"tracked_at"`
+	Triggers      triggersDoc `firestore:"triggers"`
+	NextIteration int64       `firestore:"next_iteration"`
+	LatestJobID   string      `firestore:"latest_job_id"`
+	PendingJobID  string      `firestore:"pending_job_id"`
+}
+
+// triggersDoc uses pointers so a missing field reads as on.
+type triggersDoc struct {
+	AutoBuild  *bool `firestore:"auto_build"`
+	AutoDeploy *bool `firestore:"auto_deploy"`
+	AutoSync   *bool `firestore:"auto_sync"`
+}
+
+func toTriggersDoc(t Triggers) triggersDoc {
+	return triggersDoc{AutoBuild: &t.AutoBuild, AutoDeploy: &t.AutoDeploy, AutoSync: &t.AutoSync}
+}
+
+func (d triggersDoc) triggers() Triggers {
+	on := func(b *bool) bool { return b == nil || *b }
+	return Triggers{AutoBuild: on(d.AutoBuild), AutoDeploy: on(d.AutoDeploy), AutoSync: on(d.AutoSync)}
+}
+
+const webhookSecretField = "webhook_secret"
+
+func (s *Store) repoRef(owner, name string) *firestore.DocumentRef {
+	return s.client.Collection(RepositoriesCollection).Doc(RepoKey(owner, name))
+}
+
+// TrackRepository records a newly tracked repository. A zero Triggers means
+// DefaultTriggers. Iterations continue after the newest job recorded for
+// the repository, so tracking it again after UntrackRepository does not
+// reuse iteration numbers. It returns ErrAlreadyExists if the repository is
+// already tracked.
+func (s *Store) TrackRepository(ctx context.Context, r Repository) error {
+	if err := checkRepo(r.Owner, r.Name); err != nil {
+		return fmt.Errorf("track repository: %w", err)
+	}
+	if len(r.WebhookSecret) == 0 {
+		return fmt.Errorf("track repository %s/%s: empty webhook secret: %w", r.Owner, r.Name, ErrInvalid)
+	}
+	ref := s.repoRef(r.Owner, r.Name)
+	sealed, err := s.box.Seal(r.WebhookSecret, sealAAD(ref, webhookSecretField))
+	if err != nil {
+		return fmt.Errorf("track repository %s/%s: %w", r.Owner, r.Name, err)
+	}
+	last, err := s.lastIteration(ctx, ref.ID)
+	if err != nil {
+		return fmt.Errorf("track repository %s/%s: %w", r.Owner, r.Name, err)
+	}
+	if r.Triggers == (Triggers{}) {
+		r.Triggers = DefaultTriggers()
+	}
+	if r.TrackedAt.IsZero() {
+		r.TrackedAt = s.now()
+	}
+	doc := repositoryDoc{
+		Owner:         r.Owner,
+		Name:          r.Name,
+		HookID:        r.HookID,
+		WebhookSecret: sealed,
+		TrackedBy:     r.TrackedBy,
+		TrackedAt:     r.TrackedAt,
+		Triggers:      toTriggersDoc(r.Triggers),
+		NextIteration: int64(last) + 1,
+	}
+	if _, err := ref.Create(ctx, doc); err != nil {
+		return fmt.Errorf("track repository %s/%s: %w", r.Owner, r.Name, translate(err))
+	}
+	return nil
+}
+
+// lastIteration returns the highest iteration of the repository's jobs, or
+// 0 if it has none.
+func (s *Store) lastIteration(ctx context.Context, key string) (int, error) {
+	docs, err := s.client.Collection(JobsCollection).
+		Where("repo", "==", key).
+		OrderBy("iteration", firestore.Desc).
+		Limit(1).
+		Documents(ctx).GetAll()
+	if err != nil {
+		return 0, fmt.Errorf("find last iteration: %w", translate(err))
+	}
+	if len(docs) == 0 {
+		return 0, nil
+	}
+	v, err := docs[0].DataAt("iteration")
+	if err != nil {
+		return 0, fmt.Errorf("find last iteration: %w", err)
+	}
+	n, _ := v.(int64)
+	return int(n), nil
+}
+
+// Repository returns the tracked repository owner/name (any case), or
+// ErrNotFound.
+func (s *Store) Repository(ctx context.Context, owner, name string) (*Repository, error) {
+	if err := checkRepo(owner, name); err != nil {
+		return nil, fmt.Errorf("get repository: %w", err)
+	}
+	snap, err := s.repoRef(owner, name).Get(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("get repository %s/%s: %w", owner, name, translate(err))
+	}
+	r, err := s.repositoryFromSnap(snap)
+	if err != nil {
+		return nil, fmt.Errorf("get repository %s/%s: %w", owner, name, err)
+	}
+	return r, nil
+}
+
+// Repositories returns every tracked repository ordered by key.
+func (s *Store) Repositories(ctx context.Context) ([]Repository, error) {
+	it := s.client.Collection(RepositoriesCollection).OrderBy(firestore.DocumentID, firestore.Asc).Documents(ctx)
+	defer it.Stop()
+	var out []Repository
+	for {
+		snap, err := it.Next()
+		if err == iterator.Done {
+			return out, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list repositories: %w", translate(err))
+		}
+		r, err := s.repositoryFromSnap(snap)
+		if err != nil {
+			return nil, fmt.Errorf("list repositories: %s: %w", snap.Ref.ID, err)
+		}
+		out = append(out, *r)
+	}
+}
+
+func (s *Store) repositoryFromSnap(snap *firestore.DocumentSnapshot) (*Repository, error) {
+	var d repositoryDoc
+	if err := snap.DataTo(&d); err != nil {
+		return nil, fmt.Errorf("decode: %w", err)
+	}
+	plain, err := s.box.Open(d.WebhookSecret, sealAAD(snap.Ref, webhookSecretField))
+	if err != nil {
+		return nil, fmt.Errorf("webhook secret: %w", err)
+	}
+	return &Repository{
+		Owner:         d.Owner,
+		Name:          d.Name,
+		HookID:        d.HookID,
+		WebhookSecret: plain,
+		TrackedBy:     d.TrackedBy,
+		TrackedAt:     d.TrackedAt,
+		Triggers:      d.Triggers.triggers(),
+		NextIteration: int(d.NextIteration),
+		LatestJobID:   d.LatestJobID,
+		PendingJobID:  d.PendingJobID,
+	}, nil
+}
+
+// UntrackRepository deletes the repository's document, so pushes no longer
+// create jobs. Jobs, events and state are kept. It returns ErrNotFound if
+// the repository is not tracked.
+func (s *Store) UntrackRepository(ctx context.Context, owner, name string) error {
+	if err := checkRepo(owner, name); err != nil {
+		return fmt.Errorf("untrack repository: %w", err)
+	}
+	if _, err := s.repoRef(owner, name).Delete(ctx, firestore.Exists); err != nil {
+		return fmt.Errorf("untrack repository %s/%s: %w", owner, name, translate(err))
+	}
+	return nil
+}
+
+// SetTriggers replaces the repository's triggers, or returns ErrNotFound.
+func (s *Store) SetTriggers(ctx context.Context, owner, name string, t Triggers) error {
+	if err := checkRepo(owner, name); err != nil {
+		return fmt.Errorf("set triggers: %w", err)
+	}
+	_, err := s.repoRef(owner, name).Update(ctx, []firestore.Update{{Path: "triggers", Value: toTriggersDoc(t)}})
+	if err != nil {
+		return fmt.Errorf("set triggers of %s/%s: %w", owner, name, translate(err))
+	}
+	return nil
+}

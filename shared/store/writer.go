@@ -1,0 +1,484 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+
+	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
+	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
+)
+
+// Defaults of WriterOptions.
+const (
+	DefaultFlushInterval = 250 * time.Millisecond
+	DefaultMaxEvents     = 100
+	DefaultMaxBytes      = 512 << 10
+	DefaultStateInterval = time.Second
+	DefaultWriteTimeout  = 30 * time.Second
+)
+
+// maxEventBytes bounds one event (v1 and v2 encodings together): it must fit
+// into an events document alone, with room for the document's other fields.
+const maxEventBytes = MaxEventBatchBytes - 4<<10
+
+// ErrClosed reports a use of a JobWriter after Close.
+var ErrClosed = errors.New("job writer closed")
+
+// WriterOptions tunes a JobWriter. Zero fields take the defaults.
+type WriterOptions struct {
+	// FlushInterval is the longest an event waits in memory before it is
+	// written (default 250 ms). A full chunk is written at once.
+	FlushInterval time.Duration
+	// MaxEvents is the most events per chunk document (default 100).
+	MaxEvents int
+	// MaxBytes is the most encoded event bytes per chunk document (default
+	// 512 KiB, at most MaxEventBatchBytes); a single larger event gets a
+	// chunk of its own.
+	MaxBytes int
+	// StateInterval is the shortest time between two state writes
+	// (default 1 s); SetState calls in between are coalesced.
+	StateInterval time.Duration
+	// WriteTimeout bounds each write of the background goroutine (default
+	// 30 s). Flush and Close use their context instead.
+	WriteTimeout time.Duration
+	// Logger receives debug records of the writes; nil discards them.
+	// Errors are returned, not logged.
+	Logger *slog.Logger
+}
+
+func (o WriterOptions) withDefaults() WriterOptions {
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = DefaultFlushInterval
+	}
+	if o.MaxEvents <= 0 {
+		o.MaxEvents = DefaultMaxEvents
+	}
+	if o.MaxBytes <= 0 {
+		o.MaxBytes = DefaultMaxBytes
+	}
+	o.MaxBytes = min(o.MaxBytes, maxEventBytes)
+	if o.StateInterval <= 0 {
+		o.StateInterval = DefaultStateInterval
+	}
+	if o.WriteTimeout <= 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// JobWriter is the write path of one job's events and state. Emit and
+// SetState only buffer, so a runner never waits for Firestore while it
+// streams build output; a background goroutine writes the buffer as event
+// chunks (by count and by size, at least every FlushInterval) and the
+// latest state (at most once per StateInterval).
+//
+// The goroutine is started by NewJobWriter and stopped by Close, which must
+// be called. It also ends on its own after a failed write; the error is then
+// returned by the next Emit, SetState, Flush or Close, and the writer writes
+// nothing more. In particular ErrAlreadyExists means another writer owns the
+// next chunk (this runner lost the job to another one), and the writer stops.
+// A runner that still holds the lease (RenewLease succeeds) may read
+// JobEvents again and continue with a new writer at NextChunk: that happens
+// when a runner it took the job over from wrote one more chunk late.
+//
+// A JobWriter is safe for concurrent use.
+type JobWriter struct {
+	s    *Store
+	job  JobRef
+	opts WriterOptions
+	log  *slog.Logger
+
+	// ctx bounds the background writes. It is not derived from a caller's
+	// context on purpose: the writer must be able to record a job's last
+	// events after the job's own context ended. Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	kick   chan struct{} // wakes the goroutine; capacity 1
+	stop   chan struct{} // closed by Close
+	done   chan struct{} // closed when the goroutine returned
+
+	mu       sync.Mutex // guards the fields below
+	buf      []pendingEvent
+	bufBytes int
+	state    *pendingState // latest state not yet written
+	err      error         // first write error; sticky
+	closed   bool
+
+	writeMu   sync.Mutex // serialises writes; guards next and lastState
+	next      int        // next chunk number
+	lastState time.Time  // when state was last written
+}
+
+type pendingEvent struct {
+	v1, v2 []byte
+	at     time.Time // when it was emitted
+}
+
+func (e pendingEvent) size() int { return len(e.v1) + len(e.v2) }
+
+type pendingState struct{ v1, v2 []byte }
+
+// NewJobWriter returns a writer of job's events starting at chunk
+// startChunk (0 for a new job, JobHistory.NextChunk for a job taken over)
+// and starts its background goroutine.
+func NewJobWriter(s *Store, job JobRef, startChunk int, opts WriterOptions) (*JobWriter, error) {
+	if s == nil {
+		return nil, fmt.Errorf("new job writer: nil store: %w", ErrInvalid)
+	}
+	if err := job.check(); err != nil {
+		return nil, fmt.Errorf("new job writer: %w", err)
+	}
+	if startChunk < 0 {
+		return nil, fmt.Errorf("new job writer for job %s: start chunk %d: %w", job.ID, startChunk, ErrInvalid)
+	}
+	opts = opts.withDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &JobWriter{
+		s: s, job: job, opts: opts,
+		log:    opts.Logger.With("job_id", job.ID, "repo", job.Owner+"/"+job.Name),
+		ctx:    ctx,
+		cancel: cancel,
+		kick:   make(chan struct{}, 1),
+		stop:   make(chan struct{}),
+		done:   make(chan struct{}),
+		next:   startChunk,
+	}
+	go w.run()
+	return w, nil
+}
+
+// Emit buffers one event in either or both schemas (nil skips a schema;
+// two nils do nothing). The events are encoded before Emit returns, so the
+// caller may reuse them. Emit never blocks on I/O and never drops an
+// event: it returns ErrTooLarge for an event that cannot fit into any
+// document, ErrClosed after Close, and the writer's error once a write
+// failed.
+func (w *JobWriter) Emit(v1 *v1pb.LogEntry, v2 *v2pb.Event) error {
+	if v1 == nil && v2 == nil {
+		return nil
+	}
+	var e pendingEvent
+	var err error
+	if v1 != nil {
+		if e.v1, err = proto.Marshal(v1); err != nil {
+			return fmt.Errorf("emit event of job %s: marshal v1: %w", w.job.ID, err)
+		}
+		e.v1 = nonNilBytes(e.v1)
+	}
+	if v2 != nil {
+		if e.v2, err = proto.Marshal(v2); err != nil {
+			return fmt.Errorf("emit event of job %s: marshal v2: %w", w.job.ID, err)
+		}
+		e.v2 = nonNilBytes(e.v2)
+	}
+	if e.size() > maxEventBytes {
+		return fmt.Errorf("emit event of job %s: %d bytes: %w", w.job.ID, e.size(), ErrTooLarge)
+	}
+	e.at = time.Now()
+
+	w.mu.Lock()
+	if err := w.unusableLocked(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	w.buf = append(w.buf, e)
+	w.bufBytes += e.size()
+	wake := len(w.buf) == 1 || len(w.buf) >= w.opts.MaxEvents || w.bufBytes >= w.opts.MaxBytes
+	w.mu.Unlock()
+	if wake {
+		w.wake()
+	}
+	return nil
+}
+
+func nonNilBytes(b []byte) []byte {
+	if b == nil {
+		return []byte{}
+	}
+	return b
+}
+
+// SetState records the job's current state. Only the latest state is
+// kept; it is written at most once per StateInterval, always after the
+// events emitted before it, and the last one always lands (Flush, Close).
+func (w *JobWriter) SetState(v1 *v1pb.State, v2 *v2pb.State) error {
+	var st pendingState
+	var err error
+	if v1 != nil {
+		if st.v1, err = proto.Marshal(v1); err != nil {
+			return fmt.Errorf("set state of job %s: marshal v1: %w", w.job.ID, err)
+		}
+	}
+	if v2 != nil {
+		if st.v2, err = proto.Marshal(v2); err != nil {
+			return fmt.Errorf("set state of job %s: marshal v2: %w", w.job.ID, err)
+		}
+	}
+	w.mu.Lock()
+	if err := w.unusableLocked(); err != nil {
+		w.mu.Unlock()
+		return err
+	}
+	first := w.state == nil
+	w.state = &st
+	w.mu.Unlock()
+	if first {
+		w.wake()
+	}
+	return nil
+}
+
+// Flush writes every buffered event, then the latest state if it changed.
+// An error caused by ctx leaves the buffer intact for a later Flush; any
+// other error stops the writer.
+func (w *JobWriter) Flush(ctx context.Context) error {
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	w.mu.Lock()
+	err := w.unusableLocked()
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return w.flushLocked(ctx)
+}
+
+// Close stops the background goroutine, then writes what is left as Flush
+// does. It returns the writer's error, if any. Calling it again returns the
+// same result.
+func (w *JobWriter) Close(ctx context.Context) error {
+	w.mu.Lock()
+	if w.closed {
+		err := w.err
+		w.mu.Unlock()
+		return err
+	}
+	w.closed = true
+	w.mu.Unlock()
+
+	defer w.cancel()
+	close(w.stop)
+	select {
+	case <-w.done:
+	case <-ctx.Done():
+		w.cancel() // abort the background write in progress
+		<-w.done
+	}
+
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := w.flushLocked(ctx); err != nil {
+		w.fail(err)
+		return err
+	}
+	return nil
+}
+
+func (w *JobWriter) unusableLocked() error {
+	if w.err != nil {
+		return w.err
+	}
+	if w.closed {
+		return fmt.Errorf("job %s: %w", w.job.ID, ErrClosed)
+	}
+	return nil
+}
+
+func (w *JobWriter) fail(err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err == nil {
+		w.err = err
+	}
+}
+
+func (w *JobWriter) wake() {
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+}
+
+// flushLocked writes everything; w.writeMu must be held.
+func (w *JobWriter) flushLocked(ctx context.Context) error {
+	err := w.writeEventsLocked(ctx, true)
+	if err == nil {
+		err = w.writeStateLocked(ctx)
+	}
+	if err != nil && ctx.Err() == nil {
+		w.fail(err)
+	}
+	return err
+}
+
+// run is the background goroutine: it writes full chunks as soon as they
+// are full, partial ones when their oldest event is FlushInterval old, and
+// the state when StateInterval has passed since the last state write.
+func (w *JobWriter) run() {
+	defer close(w.done)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	for {
+		select {
+		case <-w.stop:
+			return
+		case <-w.kick:
+		case <-timer.C:
+		}
+		wait, err := w.background()
+		if err != nil {
+			w.fail(err)
+			return
+		}
+		if wait > 0 {
+			timer.Reset(wait)
+		}
+	}
+}
+
+// background does the writes that are due and returns how long to wait
+// until the next one is (0: nothing pending).
+func (w *JobWriter) background() (time.Duration, error) {
+	w.writeMu.Lock()
+	defer w.writeMu.Unlock()
+	w.mu.Lock()
+	err := w.err
+	w.mu.Unlock()
+	if err != nil {
+		return 0, err // Flush failed; stop
+	}
+	ctx, cancel := context.WithTimeout(w.ctx, w.opts.WriteTimeout)
+	defer cancel()
+
+	if err := w.writeEventsLocked(ctx, false); err != nil {
+		return 0, err
+	}
+	now := time.Now()
+	w.mu.Lock()
+	eventsDue := len(w.buf) > 0 && now.Sub(w.buf[0].at) >= w.opts.FlushInterval
+	stateDue := w.state != nil && now.Sub(w.lastState) >= w.opts.StateInterval
+	w.mu.Unlock()
+	if eventsDue || stateDue {
+		// A state is written only after the events emitted before it.
+		if err := w.writeEventsLocked(ctx, true); err != nil {
+			return 0, err
+		}
+	}
+	if stateDue {
+		if err := w.writeStateLocked(ctx); err != nil {
+			return 0, err
+		}
+	}
+
+	now = time.Now()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var wait time.Duration
+	if len(w.buf) > 0 {
+		wait = max(w.opts.FlushInterval-now.Sub(w.buf[0].at), time.Millisecond)
+	}
+	if w.state != nil {
+		d := max(w.opts.StateInterval-now.Sub(w.lastState), time.Millisecond)
+		if wait == 0 || d < wait {
+			wait = d
+		}
+	}
+	return wait, nil
+}
+
+// writeEventsLocked writes the buffered events as chunks: all of them, or
+// only full chunks. w.writeMu must be held. Events leave the buffer only
+// once written.
+func (w *JobWriter) writeEventsLocked(ctx context.Context, all bool) error {
+	for {
+		w.mu.Lock()
+		n, size := 0, 0
+		for n < len(w.buf) && n < w.opts.MaxEvents {
+			if n > 0 && size+w.buf[n].size() > w.opts.MaxBytes {
+				break
+			}
+			size += w.buf[n].size()
+			n++
+		}
+		full := n == w.opts.MaxEvents || n < len(w.buf)
+		batch := w.buf[:n:n]
+		w.mu.Unlock()
+		if n == 0 || (!all && !full) {
+			return nil
+		}
+
+		var v1, v2 [][]byte
+		for _, e := range batch {
+			if e.v1 != nil {
+				v1 = append(v1, e.v1)
+			}
+			if e.v2 != nil {
+				v2 = append(v2, e.v2)
+			}
+		}
+		if err := w.writeChunk(ctx, v1, v2); err != nil {
+			return err
+		}
+		w.log.LogAttrs(ctx, slog.LevelDebug, "events written",
+			slog.Int("chunk", w.next), slog.Int("events", n), slog.Int("bytes", size))
+		w.next++
+
+		w.mu.Lock()
+		w.buf = w.buf[n:]
+		w.bufBytes -= size
+		if len(w.buf) == 0 {
+			w.buf = nil // let the backing array go
+		}
+		w.mu.Unlock()
+	}
+}
+
+func (w *JobWriter) writeChunk(ctx context.Context, v1, v2 [][]byte) error {
+	err := w.s.appendRaw(ctx, w.job, w.next, v1, v2)
+	if errors.Is(err, ErrAlreadyExists) {
+		// The Firestore client retries a commit whose answer was lost; the
+		// retry then finds the document it wrote itself.
+		if same, cerr := w.s.sameChunk(ctx, w.job, w.next, v1, v2); cerr == nil && same {
+			w.log.LogAttrs(ctx, slog.LevelDebug, "event chunk found already written", slog.Int("chunk", w.next))
+			return nil
+		}
+	}
+	return err
+}
+
+// writeStateLocked writes the pending state, if any; w.writeMu must be held.
+func (w *JobWriter) writeStateLocked(ctx context.Context) error {
+	w.mu.Lock()
+	st := w.state
+	w.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	if err := w.s.putStateRaw(ctx, w.job, st.v1, st.v2); err != nil {
+		return err
+	}
+	w.lastState = time.Now()
+	w.log.LogAttrs(ctx, slog.LevelDebug, "state written")
+	w.mu.Lock()
+	if w.state == st {
+		w.state = nil
+	}
+	w.mu.Unlock()
+	return nil
+}
