@@ -78,6 +78,11 @@ type Job struct {
 	Attempts int
 	// Error is the failure message of a failed or canceled job.
 	Error string
+	// PublishedAt and MessageID record the Pub/Sub message that announced
+	// the job; zero until MarkJobPublished. A queued job that was never
+	// published must be published again (see MarkJobPublished).
+	PublishedAt time.Time
+	MessageID   string
 }
 
 // JobRef returns the job's identity for writing events.
@@ -104,6 +109,8 @@ type jobDoc struct {
 	LeaseExpires time.Time `firestore:"lease_expires,omitempty"`
 	Attempts     int64     `firestore:"attempts"`
 	Error        string    `firestore:"error"`
+	PublishedAt  time.Time `firestore:"published_at,omitempty"`
+	MessageID    string    `firestore:"message_id"`
 }
 
 func toJobDoc(j *Job) jobDoc {
@@ -115,6 +122,7 @@ func toJobDoc(j *Job) jobDoc {
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 		FinishedBy: j.FinishedBy, LeaseOwner: j.LeaseOwner, LeaseExpires: j.LeaseExpires,
 		Attempts: int64(j.Attempts), Error: j.Error,
+		PublishedAt: j.PublishedAt, MessageID: j.MessageID,
 	}
 }
 
@@ -131,6 +139,7 @@ func jobFromSnap(snap *firestore.DocumentSnapshot) (*Job, error) {
 		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt,
 		FinishedBy: d.FinishedBy, LeaseOwner: d.LeaseOwner, LeaseExpires: d.LeaseExpires,
 		Attempts: int(d.Attempts), Error: d.Error,
+		PublishedAt: d.PublishedAt, MessageID: d.MessageID,
 	}, nil
 }
 
@@ -182,6 +191,7 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 	j.RepoKey = RepoKey(j.Owner, j.Name)
 	j.StartedAt, j.FinishedAt, j.FinishedBy = time.Time{}, time.Time{}, ""
 	j.LeaseOwner, j.LeaseExpires, j.Attempts, j.Error = "", time.Time{}, 0, ""
+	j.PublishedAt, j.MessageID = time.Time{}, ""
 
 	repoRef := s.repoRef(j.Owner, j.Name)
 	jobRef := s.jobRef(j.ID)
@@ -265,6 +275,25 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 		return nil, fmt.Errorf("create job %s for %s/%s: %w", j.ID, j.Owner, j.Name, translate(err))
 	}
 	return &created, nil
+}
+
+// MarkJobPublished records that the Pub/Sub message messageID announced
+// job id at time at. The webhook calls it after Publish returns, so a job
+// whose PublishedAt is zero was recorded but possibly never published, and
+// a redelivery of its webhook publishes it again. It returns ErrNotFound
+// for an unknown job.
+func (s *Store) MarkJobPublished(ctx context.Context, id, messageID string, at time.Time) error {
+	if err := checkID("job id", id); err != nil {
+		return fmt.Errorf("mark job published: %w", err)
+	}
+	_, err := s.jobRef(id).Update(ctx, []firestore.Update{
+		{Path: "published_at", Value: at},
+		{Path: "message_id", Value: messageID},
+	})
+	if err != nil {
+		return fmt.Errorf("mark job %s published: %w", id, translate(err))
+	}
+	return nil
 }
 
 // Job returns the job with the given id, or ErrNotFound.

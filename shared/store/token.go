@@ -58,6 +58,19 @@ func (s *Store) PutToken(ctx context.Context, t Token) error {
 	return nil
 }
 
+// LatestToken returns the most recently stored token of any login, or
+// ErrNotFound when nobody has signed in.
+func (s *Store) LatestToken(ctx context.Context) (*Token, error) {
+	snaps, err := s.client.Collection(TokensCollection).OrderBy("created_at", firestore.Desc).Limit(1).Documents(ctx).GetAll()
+	if err != nil {
+		return nil, fmt.Errorf("get latest token: %w", translate(err))
+	}
+	if len(snaps) == 0 {
+		return nil, fmt.Errorf("get latest token: %w", ErrNotFound)
+	}
+	return s.openToken(snaps[0])
+}
+
 // Token returns the token of login (any case), or ErrNotFound.
 func (s *Store) Token(ctx context.Context, login string) (*Token, error) {
 	if err := checkName("login", login); err != nil {
@@ -68,13 +81,17 @@ func (s *Store) Token(ctx context.Context, login string) (*Token, error) {
 	if err != nil {
 		return nil, fmt.Errorf("get token of %s: %w", login, translate(err))
 	}
+	return s.openToken(snap)
+}
+
+func (s *Store) openToken(snap *firestore.DocumentSnapshot) (*Token, error) {
 	var d tokenDoc
 	if err := snap.DataTo(&d); err != nil {
-		return nil, fmt.Errorf("get token of %s: decode: %w", login, err)
+		return nil, fmt.Errorf("get token %s: decode: %w", snap.Ref.ID, err)
 	}
-	plain, err := s.box.Open(d.Token, sealAAD(ref, tokenField))
+	plain, err := s.box.Open(d.Token, sealAAD(snap.Ref, tokenField))
 	if err != nil {
-		return nil, fmt.Errorf("get token of %s: %w", login, err)
+		return nil, fmt.Errorf("get token %s: %w", snap.Ref.ID, err)
 	}
 	return &Token{Login: d.Login, AccessToken: string(plain), Scopes: d.Scopes, CreatedAt: d.CreatedAt}, nil
 }
