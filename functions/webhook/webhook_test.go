@@ -1,0 +1,405 @@
+package webhook_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
+
+	"github.com/kube-git-deploy/kube-git-deploy/functions/internal/web"
+	"github.com/kube-git-deploy/kube-git-deploy/functions/webhook"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator/emulatortest"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/job"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
+)
+
+func TestMain(m *testing.M) { emulatortest.Main(m, emulator.Firestore, emulator.PubSub) }
+
+const (
+	owner, name = "octo", "app"
+	testSecret  = "9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+	// quiet is how long a test waits to make sure no message arrives.
+	quiet = 1500 * time.Millisecond
+)
+
+// env is the PublicAPI webhook on a real HTTP server, over a Firestore and
+// a Pub/Sub of its own project on the emulators.
+type env struct {
+	ctx      context.Context
+	fs       *firestore.Client
+	store    *store.Store
+	srv      *httptest.Server
+	messages <-chan *pubsub.Message
+}
+
+type publisherFunc func(context.Context, job.Message) (string, error)
+
+func (f publisherFunc) Publish(ctx context.Context, m job.Message) (string, error) { return f(ctx, m) }
+
+func newEnv(t testing.TB, wrap func(webhook.Publisher) webhook.Publisher) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	project := emulatortest.ProjectID(t)
+	fs, err := firestore.NewClient(ctx, project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	ps, err := pubsub.NewClient(ctx, project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ps.Close() })
+	names := queue.DefaultNames(project)
+	if err := queue.Ensure(ctx, ps, names, queue.EnsureOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	box, err := secret.NewBox(bytes.Repeat([]byte{7}, secret.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.New(fs, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := queue.NewPublisher(ps, names.Topic)
+	t.Cleanup(pub.Stop)
+	var p webhook.Publisher = pub
+	if wrap != nil {
+		p = wrap(pub)
+	}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := webhook.New(st, p, log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := web.NewMux(log)
+	h.Register(mux)
+	srv := httptest.NewServer(mux)
+	t.Cleanup(srv.Close)
+
+	msgs := make(chan *pubsub.Message, 16)
+	rctx, rcancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		ps.Subscriber(names.Subscription).Receive(rctx, func(_ context.Context, m *pubsub.Message) {
+			m.Ack()
+			msgs <- m
+		})
+	}()
+	t.Cleanup(func() { rcancel(); <-done })
+
+	if err := st.TrackRepository(ctx, store.Repository{Owner: owner, Name: name, HookID: 42, WebhookSecret: []byte(testSecret), TrackedBy: "octo", Triggers: store.DefaultTriggers()}); err != nil {
+		t.Fatal(err)
+	}
+	return &env{ctx: ctx, fs: fs, store: st, srv: srv, messages: msgs}
+}
+
+type delivery struct {
+	path        string // default: the tracked repository's webhook
+	event       string
+	id          string
+	body        []byte
+	signature   string // default: a valid one; "-" for none
+	contentType string // default: application/json
+}
+
+func (e *env) deliver(t *testing.T, d delivery) (int, string) {
+	t.Helper()
+	if d.path == "" {
+		d.path = "/api/v0/github/repositories/" + owner + "/" + name + "/web_hook"
+	}
+	req, err := http.NewRequestWithContext(e.ctx, http.MethodPost, e.srv.URL+d.path, bytes.NewReader(d.body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.contentType == "" {
+		d.contentType = "application/json"
+	}
+	req.Header.Set("Content-Type", d.contentType)
+	req.Header.Set("User-Agent", "GitHub-Hookshot/abc123")
+	if d.event != "" {
+		req.Header.Set(webhook.EventHeader, d.event)
+	}
+	if d.id != "" {
+		req.Header.Set(webhook.DeliveryHeader, d.id)
+	}
+	switch d.signature {
+	case "":
+		req.Header.Set(webhook.SignatureHeader, webhook.SignatureValue([]byte(testSecret), d.body))
+	case "-":
+	default:
+		req.Header.Set(webhook.SignatureHeader, d.signature)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/json") {
+		t.Errorf("response content type %q, want JSON", ct)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func fixture(t testing.TB, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// count returns the number of documents in a collection of the test's project.
+func (e *env) count(t *testing.T, collection string) int {
+	t.Helper()
+	docs, err := e.fs.Collection(collection).Documents(e.ctx).GetAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(docs)
+}
+
+func (e *env) nextMessage(t *testing.T) job.Message {
+	t.Helper()
+	select {
+	case m := <-e.messages:
+		jm, err := job.Decode(m.Data)
+		if err != nil {
+			t.Fatalf("published message does not decode: %v", err)
+		}
+		return jm
+	case <-time.After(20 * time.Second):
+		t.Fatal("no job message was published")
+	}
+	return job.Message{}
+}
+
+func (e *env) noMessage(t *testing.T) {
+	t.Helper()
+	select {
+	case m := <-e.messages:
+		t.Fatalf("unexpected job message published: %s", m.Data)
+	case <-time.After(quiet):
+	}
+}
+
+func TestSignedPushMakesOneJobAndOneMessage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	body := fixture(t, "push_branch.json")
+	const id = "72d3162e-cc78-11e3-81ab-4c9367dc0958"
+	code, resp := e.deliver(t, delivery{event: "push", id: id, body: body})
+	if code != http.StatusAccepted || !strings.Contains(resp, `"status":"queued"`) {
+		t.Fatalf("push = %d %s, want 202 queued", code, resp)
+	}
+	m := e.nextMessage(t)
+	want := job.Message{
+		Version: 1, JobID: m.JobID, Repository: owner + "/" + name, Ref: "refs/heads/master",
+		SHA: "fd489864e7642b48eaad6e3f155c10e46810ec72", Before: "737d38c599c1b2991664dfc6155d6bf516fcce36",
+		DeliveryID: id, Trigger: job.TriggerPush, PublishedAt: m.PublishedAt,
+	}
+	if m != want {
+		t.Errorf("published %+v,\nwant %+v", m, want)
+	}
+	j, err := e.store.Job(e.ctx, m.JobID)
+	if err != nil {
+		t.Fatalf("job of the message: %v", err)
+	}
+	if j.SHA != want.SHA || j.DeliveryID != id || j.Status != store.StatusQueued || j.PublishedAt.IsZero() || j.Iteration != 1 {
+		t.Errorf("stored job = %+v", j)
+	}
+
+	// GitHub redelivers the same delivery: no second job, no second message.
+	code, resp = e.deliver(t, delivery{event: "push", id: id, body: body})
+	if code != http.StatusOK || !strings.Contains(resp, `"duplicate":true`) || !strings.Contains(resp, m.JobID) {
+		t.Fatalf("redelivery = %d %s, want 200 duplicate of %s", code, resp, m.JobID)
+	}
+	e.noMessage(t)
+	if n := e.count(t, store.JobsCollection); n != 1 {
+		t.Errorf("%d job documents after a redelivery, want 1", n)
+	}
+}
+
+func TestRejectedDeliveriesWriteNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	body := fixture(t, "push_branch.json")
+	forged := webhook.SignatureValue([]byte("not-the-secret"), body)
+	tests := []struct {
+		name string
+		d    delivery
+		want int
+	}{
+		{"forged-signature", delivery{event: "push", id: "d-1", body: body, signature: forged}, http.StatusUnauthorized},
+		{"missing-signature", delivery{event: "push", id: "d-2", body: body, signature: "-"}, http.StatusUnauthorized},
+		{"malformed-signature", delivery{event: "push", id: "d-3", body: body, signature: "sha256=zz"}, http.StatusUnauthorized},
+		{"sha1-only", delivery{event: "push", id: "d-4", body: body, signature: "sha1=0123456789abcdef0123456789abcdef01234567"}, http.StatusUnauthorized},
+		{"body-tampered", delivery{event: "push", id: "d-5", body: append(bytes.Clone(body), ' '), signature: webhook.SignatureValue([]byte(testSecret), body)}, http.StatusUnauthorized},
+		{"untracked-repository", delivery{path: "/api/v0/github/repositories/octo/other/web_hook", event: "push", id: "d-6", body: body}, http.StatusNotFound},
+		{"invalid-repository-name", delivery{path: "/api/v0/github/repositories/octo/..%2F..%2Fx/web_hook", event: "push", id: "d-7", body: body}, http.StatusNotFound},
+		{"missing-event", delivery{id: "d-8", body: body}, http.StatusBadRequest},
+		{"missing-delivery-id", delivery{event: "push", body: body}, http.StatusBadRequest},
+		{"not-json", delivery{event: "push", id: "d-9", body: []byte(`{"ref":`)}, http.StatusBadRequest},
+		{"bad-sha", delivery{event: "push", id: "d-10", body: []byte(`{"ref":"refs/heads/main","after":"../../etc"}`)}, http.StatusBadRequest},
+		{"bad-branch", delivery{event: "push", id: "d-11", body: []byte(`{"ref":"refs/heads/a..b","after":"fd489864e7642b48eaad6e3f155c10e46810ec72"}`)}, http.StatusBadRequest},
+		{"unsupported-content-type", delivery{event: "push", id: "d-12", body: body, contentType: "text/plain"}, http.StatusUnsupportedMediaType},
+		{"tag-deleted", delivery{event: "push", id: "d-13", body: fixture(t, "push_tag_deleted.json")}, http.StatusOK},
+		{"ping", delivery{event: "ping", id: "d-14", body: fixture(t, "ping.json")}, http.StatusOK},
+		{"other-event", delivery{event: "issues", id: "d-15", body: []byte(`{"action":"opened"}`)}, http.StatusOK},
+		{"notes-ref", delivery{event: "push", id: "d-16", body: []byte(`{"ref":"refs/notes/commits","after":"fd489864e7642b48eaad6e3f155c10e46810ec72"}`)}, http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, resp := e.deliver(t, tt.d)
+			if code != tt.want {
+				t.Errorf("status = %d (%s), want %d", code, resp, tt.want)
+			}
+			if !strings.Contains(resp, `"ok":`) || strings.Contains(resp, testSecret) {
+				t.Errorf("response %s lacks ok or leaks the secret", resp)
+			}
+		})
+	}
+	e.noMessage(t)
+	for _, c := range []string{store.JobsCollection, store.DeliveriesCollection} {
+		if n := e.count(t, c); n != 0 {
+			t.Errorf("%d documents in %s after rejected deliveries, want 0", n, c)
+		}
+	}
+}
+
+func TestOversizeBody(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	body := bytes.Repeat([]byte(" "), webhook.MaxBody+1)
+	code, resp := e.deliver(t, delivery{event: "push", id: "big", body: body})
+	if code != http.StatusRequestEntityTooLarge {
+		t.Errorf("oversize body = %d %s, want 413", code, resp)
+	}
+	if n := e.count(t, store.JobsCollection); n != 0 {
+		t.Errorf("%d jobs after an oversize body", n)
+	}
+}
+
+func TestTagsFormsAndPending(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+
+	t.Run("tag-created", func(t *testing.T) {
+		code, resp := e.deliver(t, delivery{event: "push", id: "tag-1", body: fixture(t, "push_tag_created.json")})
+		if code != http.StatusAccepted {
+			t.Fatalf("tag push = %d %s", code, resp)
+		}
+		m := e.nextMessage(t)
+		if m.Ref != "refs/tags/v0.0.1" || m.Tag() != "v0.0.1" || m.Branch() != "" || m.SHA != "d2b75aa7797ec26b088fa2dd527e9d2c052fcedd" {
+			t.Errorf("tag job = %+v", m)
+		}
+	})
+	t.Run("form-encoded", func(t *testing.T) {
+		form := url.Values{"payload": {string(fixture(t, "push_branch_created.json"))}}.Encode()
+		code, resp := e.deliver(t, delivery{event: "push", id: "form-1", body: []byte(form), contentType: "application/x-www-form-urlencoded"})
+		if code != http.StatusAccepted {
+			t.Fatalf("form delivery = %d %s", code, resp)
+		}
+		if m := e.nextMessage(t); m.Branch() != "feature-branch" {
+			t.Errorf("form job branch = %q", m.Branch())
+		}
+	})
+	t.Run("auto-build-off", func(t *testing.T) {
+		if err := e.store.SetTriggers(e.ctx, owner, name, store.Triggers{AutoBuild: false, AutoDeploy: true, AutoSync: true}); err != nil {
+			t.Fatal(err)
+		}
+		code, resp := e.deliver(t, delivery{event: "push", id: "pending-1", body: fixture(t, "push_branch.json")})
+		if code != http.StatusAccepted || !strings.Contains(resp, `"status":"pending"`) {
+			t.Fatalf("push with auto-build off = %d %s, want 202 pending", code, resp)
+		}
+		e.noMessage(t)
+		repo, err := e.store.Repository(e.ctx, owner, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if repo.PendingJobID == "" {
+			t.Errorf("no pending job recorded on the repository")
+		}
+	})
+}
+
+// TestPublishFailureIsRecoveredByRedelivery: a job recorded but not
+// published is published when GitHub redelivers.
+func TestPublishFailureIsRecoveredByRedelivery(t *testing.T) {
+	t.Parallel()
+	var fail atomic.Bool
+	fail.Store(true)
+	e := newEnv(t, func(p webhook.Publisher) webhook.Publisher {
+		return publisherFunc(func(ctx context.Context, m job.Message) (string, error) {
+			if fail.Load() {
+				return "", errors.New("pubsub unavailable")
+			}
+			return p.Publish(ctx, m)
+		})
+	})
+	body := fixture(t, "push_branch.json")
+	code, resp := e.deliver(t, delivery{event: "push", id: "flaky-1", body: body})
+	if code != http.StatusServiceUnavailable || strings.Contains(resp, "pubsub unavailable") {
+		t.Fatalf("push with Pub/Sub down = %d %s, want 503 without internals", code, resp)
+	}
+	e.noMessage(t)
+	fail.Store(false)
+	code, resp = e.deliver(t, delivery{event: "push", id: "flaky-1", body: body})
+	if code != http.StatusOK || !strings.Contains(resp, `"duplicate":true`) {
+		t.Fatalf("redelivery = %d %s", code, resp)
+	}
+	m := e.nextMessage(t)
+	if m.DeliveryID != "flaky-1" {
+		t.Errorf("republished message delivery = %q", m.DeliveryID)
+	}
+	// A third delivery finds it published and publishes nothing.
+	e.deliver(t, delivery{event: "push", id: "flaky-1", body: body})
+	e.noMessage(t)
+	if n := e.count(t, store.JobsCollection); n != 1 {
+		t.Errorf("%d jobs, want 1", n)
+	}
+}
+
+func BenchmarkWebhook(b *testing.B) {
+	e := newEnv(b, nil)
+	body := fixture(b, "push_branch.json")
+	sig := webhook.SignatureValue([]byte(testSecret), body)
+	for i := 0; b.Loop(); i++ {
+		req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/api/v0/github/repositories/"+owner+"/"+name+"/web_hook", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set(webhook.EventHeader, "push")
+		req.Header.Set(webhook.DeliveryHeader, "bench-"+strconv.Itoa(i))
+		req.Header.Set(webhook.SignatureHeader, sig)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusAccepted {
+			b.Fatalf("status %d", resp.StatusCode)
+		}
+	}
+}
