@@ -1,0 +1,125 @@
+// Package app assembles the two HTTP functions, PrivateAPI (OAuth and
+// repository tracking) and PublicAPI (GitHub webhooks), from the
+// configuration: it is their composition root, the only place that builds
+// the Firestore, Pub/Sub and HTTP clients.
+package app
+
+import (
+	"context"
+	"crypto/hkdf"
+	"crypto/sha256"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
+	"github.com/google/go-github/v60/github"
+
+	"github.com/kube-git-deploy/kube-git-deploy/functions/internal/web"
+	"github.com/kube-git-deploy/kube-git-deploy/functions/oauth"
+	"github.com/kube-git-deploy/kube-git-deploy/functions/repos"
+	"github.com/kube-git-deploy/kube-git-deploy/functions/webhook"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
+)
+
+// App holds the two functions' handlers and the clients they share.
+type App struct {
+	// Private serves PrivateAPI; Public serves PublicAPI.
+	Private, Public http.Handler
+
+	firestore *firestore.Client
+	pubsub    *pubsub.Client
+	publisher *queue.Publisher
+}
+
+// New builds the clients and handlers. The clients connect lazily, so New
+// does no network I/O. Close releases them.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
+	box, err := secret.NewBox(cfg.EncryptionKey, cfg.PreviousKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("KGD_ENCRYPTION_KEY: %w", err)
+	}
+	stateKey, err := hkdf.Key(sha256.New, cfg.EncryptionKey, nil, "kube-git-deploy oauth state v1", 32)
+	if err != nil {
+		return nil, fmt.Errorf("derive oauth state key: %w", err)
+	}
+	fs, err := firestore.NewClient(ctx, cfg.Project)
+	if err != nil {
+		return nil, fmt.Errorf("firestore client: %w", err)
+	}
+	ps, err := pubsub.NewClient(ctx, cfg.Project)
+	if err != nil {
+		fs.Close()
+		return nil, fmt.Errorf("pubsub client: %w", err)
+	}
+	a := &App{firestore: fs, pubsub: ps, publisher: queue.NewPublisher(ps, cfg.Topic)}
+	st, err := store.New(fs, box)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+
+	httpClient := &http.Client{Timeout: 15 * time.Second}
+	apiURL := *cfg.GitHubAPIURL
+	gitHub := func(token string) *github.Client {
+		c := github.NewClient(httpClient).WithAuthToken(token)
+		c.BaseURL = &apiURL
+		return c
+	}
+
+	private := web.NewMux(log)
+	private.Handle("GET /healthz", health("private"))
+	o, err := oauth.New(oauth.Config{
+		ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubClientSecret,
+		WebURL: cfg.GitHubWebURL.String(), RedirectURL: cfg.PrivateURL.JoinPath("api/v0/github/oauth_callback").String(),
+		PrivateRepos: cfg.PrivateRepos, StateKey: stateKey,
+	}, st, gitHub, httpClient, log, nil)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	o.Register(private)
+	r, err := repos.New(st, gitHub, cfg.PublicURL, log)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	r.Register(private)
+
+	public := web.NewMux(log)
+	public.Handle("GET /healthz", health("public"))
+	wh, err := webhook.New(st, a.publisher, log, nil)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	wh.Register(public)
+
+	a.Private, a.Public = private, public
+	return a, nil
+}
+
+// health handles the GET /healthz route of one server.
+func health(server string) web.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		return web.JSON(w, http.StatusOK, map[string]any{"ok": true, "server": server})
+	}
+}
+
+// Close flushes the publisher and closes the clients.
+func (a *App) Close() error {
+	if a.publisher != nil {
+		a.publisher.Stop()
+	}
+	if a.pubsub != nil {
+		a.pubsub.Close()
+	}
+	if a.firestore != nil {
+		a.firestore.Close()
+	}
+	return nil
+}

@@ -1,0 +1,70 @@
+// Package registration registers kube-git-deploy's two HTTP functions,
+// PrivateAPI and PublicAPI, with functions-framework-go. The Cloud
+// Functions source bundle's root package imports it (see
+// functions/cmd/bundle), and so does the local server.
+//
+// The functions framework's registry is a process-wide global; this file is
+// the one place that touches it. The App behind both functions is built on
+// first use from the environment; a bad configuration stops the process at
+// start-up with a message naming the variable.
+package registration
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"sync"
+
+	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+
+	"github.com/kube-git-deploy/kube-git-deploy/functions/app"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
+)
+
+// Names of the registered functions (their Cloud Functions entry points).
+const (
+	PrivateAPI = "PrivateAPI"
+	PublicAPI  = "PublicAPI"
+)
+
+var (
+	once   sync.Once
+	theApp *app.App
+	appErr error
+)
+
+func init() {
+	functions.HTTP(PrivateAPI, serve(func(a *app.App) http.Handler { return a.Private }))
+	functions.HTTP(PublicAPI, serve(func(a *app.App) http.Handler { return a.Public }))
+}
+
+// Default returns the App built from the process environment, building it
+// on the first call.
+func Default() (*app.App, error) {
+	once.Do(func() {
+		cfg, err := app.LoadConfig(os.Getenv)
+		if err != nil {
+			appErr = fmt.Errorf("configuration: %w", err)
+			return
+		}
+		log := logging.New(os.Stderr, logging.Options{Project: cfg.Project})
+		theApp, appErr = app.New(context.Background(), cfg, log)
+	})
+	return theApp, appErr
+}
+
+func serve(pick func(*app.App) http.Handler) func(http.ResponseWriter, *http.Request) {
+	return func(w http.ResponseWriter, r *http.Request) {
+		a, err := Default()
+		if err != nil {
+			slog.Error("kube-git-deploy functions cannot start", "err", err.Error())
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(http.StatusInternalServerError)
+			fmt.Fprintln(w, `{"ok":false,"error":"server misconfigured; see its logs"}`)
+			return
+		}
+		pick(a).ServeHTTP(w, r)
+	}
+}
