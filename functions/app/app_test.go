@@ -59,8 +59,8 @@ func newEnv(t *testing.T) *env {
 	private := httptest.NewUnstartedServer(nil)
 	vars := map[string]string{
 		"GOOGLE_CLOUD_PROJECT": project, "PUBLIC_HTTP_HOST": "http://deploy.example.test:5001",
-		"PRIVATE_HTTP_HOST":  "http://" + private.Listener.Addr().String(),
-		"GITHUB_CLIENT_ID":   "client-id", "GITHUB_CLIENT_SECRET": "client-secret",
+		"PRIVATE_HTTP_HOST": "http://" + private.Listener.Addr().String(),
+		"GITHUB_CLIENT_ID":  "client-id", "GITHUB_CLIENT_SECRET": "client-secret",
 		"GITHUB_API_URL": gh.APIURL, "GITHUB_WEB_URL": gh.URL, "KGD_ENCRYPTION_KEY": testKey,
 	}
 	cfg, err := app.LoadConfig(func(k string) string { return vars[k] })
@@ -180,7 +180,9 @@ func TestOAuth(t *testing.T) {
 
 	cb, _ := url.Parse(callback)
 	state := cb.Query().Get("state")
-	forge := func(s string) string { return s[:len(s)-2] + map[bool]string{true: "AA", false: "BB"}[!strings.HasSuffix(s, "AA")] }
+	forge := func(s string) string {
+		return s[:len(s)-2] + map[bool]string{true: "AA", false: "BB"}[!strings.HasSuffix(s, "AA")]
+	}
 	tests := []struct {
 		name, query string
 	}{
