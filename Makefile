@@ -26,9 +26,23 @@ test: vet $(EMULATORS) ## run every test, against the real Firestore and Pub/Sub
 vet:
 	go vet ./...
 
+# Local defaults for `make run`; any of them can be overridden from the
+# environment. The encryption key is random per run: data lives only as long
+# as the emulators do.
+run: export GOOGLE_CLOUD_PROJECT ?= demo-local
+run: export PUBLIC_HTTP_HOST ?= http://localhost:$(or $(PUBLIC_HTTP_PORT),5001)
+run: export GITHUB_CLIENT_ID ?= local-dev-client
+run: export GITHUB_CLIENT_SECRET ?= local-dev-secret
+run: export KGD_ENCRYPTION_KEY ?= $(shell head -c 32 /dev/urandom | base64)
+
 .PHONY: run
-run: $(EMULATORS) ## run the local stack (today: the emulators; see README)
-	$(EMULATORS)
+run: $(EMULATORS) ## run the local stack: emulators, PrivateAPI on 5000, PublicAPI on 5001
+	go build -o $(BIN)/functions ./functions/cmd/functions
+	$(EMULATORS) -- $(BIN)/functions
+
+.PHONY: functions-bundle
+functions-bundle: ## write the Cloud Functions source bundle to dist/functions.zip
+	go run ./functions/cmd/bundle -o dist/functions.zip
 
 .PHONY: proto
 proto: ## regenerate the Go, gRPC, gateway and OpenAPI code from proto/

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
 )
@@ -57,7 +58,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		cmd := exec.CommandContext(ctx, cmdArgs[0], cmdArgs[1:]...)
 		cmd.Env = append(os.Environ(), e.Env()...)
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, stdout, stderr
+		// On Ctrl-C or SIGTERM, ask the command to stop and give it time
+		// to shut down cleanly before the emulators go.
+		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+		cmd.WaitDelay = 20 * time.Second
 		err := cmd.Run()
+		if ctx.Err() != nil {
+			return 0, nil // stopped on request
+		}
 		var exit *exec.ExitError
 		if errors.As(err, &exit) {
 			return exit.ExitCode(), nil
