@@ -40,6 +40,10 @@ run: $(EMULATORS) ## run the local stack: emulators, PrivateAPI on 5000, PublicA
 	go build -o $(BIN)/functions ./functions/cmd/functions
 	$(EMULATORS) -- $(BIN)/functions
 
+.PHONY: terraform-check
+terraform-check: ## terraform fmt, validate and test (mocked provider), all offline
+	./terraform/check.sh
+
 .PHONY: functions-bundle
 functions-bundle: ## write the Cloud Functions source bundle to dist/functions.zip
 	go run ./functions/cmd/bundle -o dist/functions.zip
