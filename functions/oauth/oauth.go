@@ -185,11 +185,7 @@ func (h *Handler) handleCallback(w http.ResponseWriter, r *http.Request) error {
 // requested ("scope" is comma separated in GitHub's answer).
 func grantedScopes(tok *oauth2.Token) []string {
 	raw, _ := tok.Extra("scope").(string)
-	var out []string
-	for _, s := range strings.FieldsFunc(raw, func(r rune) bool { return r == ',' || r == ' ' }) {
-		out = append(out, s)
-	}
-	return nonNil(out)
+	return nonNil(strings.FieldsFunc(raw, func(r rune) bool { return r == ',' || r == ' ' }))
 }
 
 func (h *Handler) mac(payload string) string {

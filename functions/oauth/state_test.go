@@ -15,14 +15,13 @@ import (
 func TestState(t *testing.T) {
 	now := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
 	clock := now
-	h, err := New(Config{
+	if _, err := New(Config{
 		ClientID: "id", ClientSecret: "s", WebURL: "https://github.example/", RedirectURL: "http://localhost:5000/cb",
 		StateKey: []byte(strings.Repeat("k", 32)),
-	}, nil, nil, nil, nil, nil)
-	if err == nil {
+	}, nil, nil, nil, nil, nil); err == nil {
 		t.Fatal("New without a store succeeded")
 	}
-	h, err = New(Config{
+	h, err := New(Config{
 		ClientID: "id", ClientSecret: "s", WebURL: "https://github.example/", RedirectURL: "http://localhost:5000/cb",
 		StateKey: []byte(strings.Repeat("k", 32)),
 	}, struct{ Store }{}, func(string) *github.Client { return nil }, http.DefaultClient,

@@ -72,7 +72,7 @@ func cleanPathPattern(p string) (string, error) {
 	}
 	for seg := range strings.SplitSeq(p, "/") {
 		if seg == ".." {
-			return "", errors.New("pattern must not contain ..")
+			return "", errors.New(`pattern must not contain ".."`)
 		}
 	}
 	c := path.Clean(p)

@@ -158,7 +158,7 @@ func (m lineMap) source(r int) int {
 	switch {
 	case r <= 0:
 		return 0
-	case m == nil || len(m) == 0:
+	case len(m) == 0:
 		return r
 	case r <= len(m):
 		return m[r-1]

@@ -304,7 +304,7 @@ func TestParseErrors(t *testing.T) {
 		{name: "values directory", src: "[a.helm]\nchart = \"c\"\nvalues = [\"c/v.yaml\", \"./\"]\n", line: 3, msg: `a.helm.values: "./": path names a directory`},
 		{name: "backslash", src: "[a.docker]\ntag = \"a:1\"\ndockerfile = 'build\\Dockerfile'\n", line: 3, msg: "not \\"},
 		{name: "dockerfile outside directory", src: "[a.docker]\ntag = \"a:1\"\ndirectory = \"a\"\ndockerfile = \"../Dockerfile\"\n", line: 4, msg: "path leaves the repository"},
-		{name: "path pattern outside", src: "[a]\npaths = [\"../x/**\"]\nhelm.chart = \"c\"\n", line: 2, msg: "pattern must not contain .."},
+		{name: "path pattern outside", src: "[a]\npaths = [\"../x/**\"]\nhelm.chart = \"c\"\n", line: 2, msg: `pattern must not contain ".."`},
 		{name: "bad branch pattern", src: "[a]\nbranches = [\"feat**\"]\nhelm.chart = \"c\"\n", line: 2, msg: "** must be a whole path segment"},
 		{name: "malformed pattern", src: "[a]\nbranches = [\"[a-\"]\nhelm.chart = \"c\"\n", line: 2, msg: "pattern is malformed"},
 		{name: "namespace", src: "[a.helm]\nchart = \"c\"\nnamespace = \"Prod\"\n", line: 3, msg: `"Prod" is not a valid namespace`},
