@@ -18,8 +18,12 @@ help: ## list the targets
 $(EMULATORS): $(shell find shared/emulator -name '*.go' -not -name '*_test.go') go.mod
 	go build -o $@ ./shared/emulator/cmd/emulators
 
+.PHONY: k8s-bin
+k8s-bin: ## build the local Kubernetes control plane into ~/.cache/kgd/k8s-bin (once; ~9 min cold)
+	./tools/k8s/build.sh >/dev/null
+
 .PHONY: test
-test: vet $(EMULATORS) ## run every test, against the real Firestore and Pub/Sub emulators
+test: vet k8s-bin $(EMULATORS) ## run every test: emulators, Docker Engine, local Kubernetes control plane
 	$(EMULATORS) -quiet -- go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: vet
