@@ -1,0 +1,407 @@
+// Package deploy installs or upgrades a Helm chart in a cluster, as
+// `helm upgrade --install` does, with the Helm v4 SDK.
+package deploy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"helm.sh/helm/v4/pkg/action"
+	"helm.sh/helm/v4/pkg/chart/loader"
+	"helm.sh/helm/v4/pkg/cli/values"
+	"helm.sh/helm/v4/pkg/getter"
+	"helm.sh/helm/v4/pkg/kube"
+	ri "helm.sh/helm/v4/pkg/release"
+	"helm.sh/helm/v4/pkg/release/common"
+	releasev1 "helm.sh/helm/v4/pkg/release/v1"
+	"helm.sh/helm/v4/pkg/storage/driver"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
+)
+
+// DefaultTimeout bounds one Deploy when Request.Timeout is zero.
+const DefaultTimeout = 5 * time.Minute
+
+// staleGrace is added to the request's timeout to decide that a release
+// left pending by another process is abandoned (the process crashed).
+const staleGrace = time.Minute
+
+// Deployer runs Helm releases against one cluster. It is safe for
+// concurrent use; Deploys of the same namespace/release are serialized.
+type Deployer struct {
+	kubeconfig string
+	log        *slog.Logger
+	locks      keyedMutex
+	now        func() time.Time
+}
+
+// New returns a Deployer for the cluster of the kubeconfig file at path
+// kubeconfig; "" uses $KUBECONFIG or the in-cluster configuration.
+func New(kubeconfig string, log *slog.Logger) (*Deployer, error) {
+	if log == nil {
+		return nil, errors.New("deploy: nil logger")
+	}
+	return &Deployer{kubeconfig: kubeconfig, log: log, now: time.Now}, nil
+}
+
+// Request describes one `helm upgrade --install`.
+type Request struct {
+	Release   string
+	Namespace string
+	// ChartDir is a chart directory (or archive) on local disk.
+	ChartDir string
+	// ValuesFiles are merged in order, then Set is applied.
+	ValuesFiles []string
+	// Set holds --set style assignments: key path → value, parsed with
+	// Helm's strvals (so "a.b[0]" paths and commas behave as with --set).
+	Set             map[string]string
+	CreateNamespace bool
+	// Wait makes Helm wait for the resources to be ready; otherwise only
+	// hooks are waited for and the caller checks the rollout.
+	Wait bool
+	// Timeout bounds the Helm operation; zero means DefaultTimeout.
+	Timeout time.Duration
+	// Atomic rolls back (or uninstalls a first install) on failure.
+	Atomic bool
+}
+
+// Result is the outcome of a successful Deploy.
+type Result struct {
+	Release   string
+	Namespace string
+	Revision  int
+	Resources []Resource
+}
+
+// Resource is one object of a release manifest.
+type Resource struct {
+	Kind, Namespace, Name string
+}
+
+// String returns "deployment/web": the lowercase kind, a slash and the name.
+func (r Resource) String() string { return strings.ToLower(r.Kind) + "/" + r.Name }
+
+// Error is a failed Deploy with a status code for the user.
+type Error struct {
+	Code enumspb.StatusCode
+	Msg  string
+	Err  error
+}
+
+func (e *Error) Error() string {
+	if e.Err != nil {
+		return e.Msg + ": " + e.Err.Error()
+	}
+	return e.Msg
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Deploy installs the release if it does not exist (or was uninstalled) and
+// upgrades it otherwise. out receives a few human-readable progress lines;
+// it may be nil. Errors are *Error.
+func (d *Deployer) Deploy(ctx context.Context, req Request, out func(line string)) (Result, error) {
+	if out == nil {
+		out = func(string) {}
+	}
+	if req.Release == "" || req.Namespace == "" || req.ChartDir == "" {
+		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "release, namespace and chart directory are required"}
+	}
+	if req.Timeout <= 0 {
+		req.Timeout = DefaultTimeout
+	}
+	unlock, err := d.locks.lock(ctx, req.Namespace+"/"+req.Release)
+	if err != nil {
+		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_CANCELLED, Msg: "deploy cancelled while waiting for another deploy of " + req.Release, Err: err}
+	}
+	defer unlock()
+
+	res, err := d.deploy(ctx, req, out)
+	if err != nil {
+		return Result{}, classify(ctx, err)
+	}
+	return res, nil
+}
+
+func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (Result, error) {
+	chrt, err := loader.Load(req.ChartDir)
+	if err != nil {
+		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "load chart " + req.ChartDir, Err: err}
+	}
+	vals, err := mergeValues(req)
+	if err != nil {
+		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "read values", Err: err}
+	}
+
+	flags := genericclioptions.NewConfigFlags(false)
+	ns := req.Namespace
+	flags.Namespace = &ns
+	if d.kubeconfig != "" {
+		kc := d.kubeconfig
+		flags.KubeConfig = &kc
+	}
+	if err := ping(ctx, flags); err != nil {
+		return Result{}, err
+	}
+	log := d.log.With("release", req.Release, "namespace", req.Namespace)
+	cfg := action.NewConfiguration(action.ConfigurationSetLogger(log.Handler()))
+	if err := cfg.Init(flags, req.Namespace, "secret"); err != nil {
+		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "initialize helm", Err: err}
+	}
+
+	hist := action.NewHistory(cfg)
+	hist.Max = 1
+	versions, err := hist.Run(req.Release)
+	install := false
+	replace := false
+	switch {
+	case errors.Is(err, driver.ErrReleaseNotFound):
+		install = true
+	case err != nil:
+		return Result{}, fmt.Errorf("read release history: %w", err)
+	default:
+		last, err := lastRelease(versions)
+		if err != nil {
+			return Result{}, err
+		}
+		if last != nil && last.Info != nil {
+			switch {
+			case last.Info.Status == common.StatusUninstalled:
+				install, replace = true, true
+			case last.Info.Status.IsPending():
+				if err := d.recoverPending(cfg, last, req, out); err != nil {
+					return Result{}, err
+				}
+			}
+		}
+	}
+
+	wait := kube.HookOnlyStrategy
+	if req.Wait {
+		wait = kube.StatusWatcherStrategy
+	}
+	var rel ri.Releaser
+	if install {
+		out(fmt.Sprintf("Installing release %s in %s", req.Release, req.Namespace))
+		in := action.NewInstall(cfg)
+		in.ReleaseName = req.Release
+		in.Namespace = req.Namespace
+		in.CreateNamespace = req.CreateNamespace
+		in.ServerSideApply = true
+		in.WaitStrategy = wait
+		in.Timeout = req.Timeout
+		in.RollbackOnFailure = req.Atomic
+		in.Replace = replace
+		rel, err = in.RunWithContext(ctx, chrt, vals)
+	} else {
+		out(fmt.Sprintf("Upgrading release %s in %s", req.Release, req.Namespace))
+		up := action.NewUpgrade(cfg)
+		up.Namespace = req.Namespace
+		up.Install = true
+		up.ServerSideApply = "auto"
+		up.WaitStrategy = wait
+		up.Timeout = req.Timeout
+		up.RollbackOnFailure = req.Atomic
+		up.CleanupOnFail = req.Atomic
+		rel, err = up.RunWithContext(ctx, req.Release, chrt, vals)
+	}
+	if err != nil {
+		return Result{}, fmt.Errorf("helm %s: %w", map[bool]string{true: "install", false: "upgrade"}[install], err)
+	}
+	acc, err := ri.NewAccessor(rel)
+	if err != nil {
+		return Result{}, fmt.Errorf("read release: %w", err)
+	}
+	res := Result{
+		Release:   acc.Name(),
+		Namespace: acc.Namespace(),
+		Revision:  acc.Version(),
+		Resources: ParseManifest(acc.Manifest(), acc.Namespace()),
+	}
+	out(fmt.Sprintf("Release %s revision %d %s", res.Release, res.Revision, acc.Status()))
+	for _, r := range res.Resources {
+		out("  " + r.String())
+	}
+	log.Info("helm release applied", "revision", res.Revision, "resources", len(res.Resources))
+	return res, nil
+}
+
+// recoverPending handles a release left in pending-install/upgrade/rollback.
+// Within this process Deploys are serialized, so a pending release was
+// left by another process: if its operation started more than the request
+// timeout plus a grace period ago, that process is taken to have crashed and
+// the revision is marked failed so that the upgrade can proceed; otherwise
+// Deploy reports that another operation is in progress.
+func (d *Deployer) recoverPending(cfg *action.Configuration, last *releasev1.Release, req Request, out func(string)) error {
+	since := last.Info.LastDeployed
+	age := d.now().Sub(since)
+	if since.IsZero() || age < req.Timeout+staleGrace {
+		return &Error{
+			Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR,
+			Msg: fmt.Sprintf("release %s in %s is %s (revision %d, started %s ago): another deploy is in progress, or a runner crashed during it; it is taken over after %s",
+				req.Release, req.Namespace, last.Info.Status, last.Version, age.Round(time.Second), req.Timeout+staleGrace),
+		}
+	}
+	out(fmt.Sprintf("Release %s revision %d was left %s %s ago; marking it failed", req.Release, last.Version, last.Info.Status, age.Round(time.Second)))
+	last.SetStatus(common.StatusFailed, fmt.Sprintf("abandoned while %s; marked failed by kube-git-deploy", last.Info.Status))
+	if err := cfg.Releases.Update(last); err != nil {
+		return fmt.Errorf("mark abandoned release %s revision %d failed: %w", req.Release, last.Version, err)
+	}
+	return nil
+}
+
+func lastRelease(versions []ri.Releaser) (*releasev1.Release, error) {
+	if len(versions) == 0 {
+		return nil, nil
+	}
+	switch r := versions[len(versions)-1].(type) {
+	case *releasev1.Release:
+		return r, nil
+	case releasev1.Release:
+		return &r, nil
+	default:
+		return nil, fmt.Errorf("unsupported release type %T", r)
+	}
+}
+
+// mergeValues merges the values files in order, then the --set values, in
+// sorted key order.
+func mergeValues(req Request) (map[string]any, error) {
+	opts := values.Options{ValueFiles: req.ValuesFiles}
+	for _, k := range slices.Sorted(maps.Keys(req.Set)) {
+		opts.Values = append(opts.Values, k+"="+req.Set[k])
+	}
+	return opts.MergeValues(getter.Providers{})
+}
+
+// ping checks that the API server answers.
+func ping(ctx context.Context, flags *genericclioptions.ConfigFlags) error {
+	rc, err := flags.ToRESTConfig()
+	if err != nil {
+		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "load kubernetes client configuration", Err: err}
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "create kubernetes client", Err: err}
+	}
+	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	if err := cs.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Error(); err != nil {
+		if ctx.Err() != nil {
+			return err
+		}
+		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "reach the kubernetes API server " + rc.Host, Err: err}
+	}
+	return nil
+}
+
+// classify turns any error into *Error.
+func classify(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return &Error{Code: enumspb.StatusCode_DEPLOY_CANCELLED, Msg: "deploy cancelled", Err: err}
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e
+	}
+	if isConnectionError(err) {
+		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "kubernetes API server unreachable", Err: err}
+	}
+	return &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "helm deploy failed", Err: err}
+}
+
+func isConnectionError(err error) bool {
+	var op *net.OpError
+	var ue *url.Error
+	return errors.As(err, &op) || errors.As(err, &ue) || errors.Is(err, syscall.ECONNREFUSED)
+}
+
+var docSep = regexp.MustCompile(`(?m)^---\s*$`)
+
+// clusterScoped lists common kinds that have no namespace.
+var clusterScoped = map[string]bool{
+	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true,
+	"CustomResourceDefinition": true, "PersistentVolume": true, "StorageClass": true,
+	"PriorityClass": true, "IngressClass": true, "APIService": true,
+	"ValidatingWebhookConfiguration": true, "MutatingWebhookConfiguration": true,
+}
+
+// ParseManifest lists the objects of a rendered release manifest, in order.
+// Objects without a namespace get defaultNS unless their kind is known to
+// be cluster-scoped.
+func ParseManifest(manifest, defaultNS string) []Resource {
+	var res []Resource
+	for _, doc := range docSep.Split(manifest, -1) {
+		var obj struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if strings.TrimSpace(doc) == "" || yaml.Unmarshal([]byte(doc), &obj) != nil || obj.Kind == "" {
+			continue
+		}
+		r := Resource{Kind: obj.Kind, Namespace: obj.Metadata.Namespace, Name: obj.Metadata.Name}
+		if r.Namespace == "" && !clusterScoped[r.Kind] {
+			r.Namespace = defaultNS
+		}
+		res = append(res, r)
+	}
+	return res
+}
+
+// keyedMutex is a set of context-aware mutexes by key.
+type keyedMutex struct {
+	mu    sync.Mutex
+	locks map[string]*keyLock
+}
+
+type keyLock struct {
+	ch   chan struct{}
+	refs int
+}
+
+func (k *keyedMutex) lock(ctx context.Context, key string) (unlock func(), err error) {
+	k.mu.Lock()
+	if k.locks == nil {
+		k.locks = map[string]*keyLock{}
+	}
+	l := k.locks[key]
+	if l == nil {
+		l = &keyLock{ch: make(chan struct{}, 1)}
+		k.locks[key] = l
+	}
+	l.refs++
+	k.mu.Unlock()
+
+	release := func() {
+		k.mu.Lock()
+		l.refs--
+		if l.refs == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
+}
