@@ -1,0 +1,355 @@
+// Package pipeline runs one job: check the repository out at the pushed
+// commit, render kube-git-deploy.toml, build and push each unit's image,
+// deploy each unit's chart and wait for its workloads to roll out, and
+// records every step as the Skaffold event sequence of one dev-loop
+// iteration (v1 and v2), with build and deploy output as v2 log events.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/rollout"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/repoconfig"
+)
+
+// Source checks repositories out.
+type Source interface {
+	Checkout(ctx context.Context, dir, owner, name, sha, token string) error
+	ChangedFiles(ctx context.Context, dir, owner, name, before, sha, token string) ([]string, error)
+}
+
+// Builder builds and pushes images.
+type Builder interface {
+	Build(ctx context.Context, req build.Request, out func(line string)) (build.Result, error)
+}
+
+// Deployer installs or upgrades Helm releases.
+type Deployer interface {
+	Deploy(ctx context.Context, req deploy.Request, out func(line string)) (deploy.Result, error)
+}
+
+// Checker waits for deployed workloads to roll out.
+type Checker interface {
+	Wait(ctx context.Context, resources []deploy.Resource, deadline time.Duration, report func(rollout.Update)) error
+}
+
+// Config configures a Pipeline.
+type Config struct {
+	// WorkDir holds the jobs' workspaces; empty means the system temp dir.
+	WorkDir string
+	// StatusCheckDeadline bounds the rollout check; 0 means 10 minutes.
+	StatusCheckDeadline time.Duration
+}
+
+// Pipeline runs jobs. It is safe for concurrent use.
+type Pipeline struct {
+	cfg      Config
+	src      Source
+	builder  Builder
+	deployer Deployer
+	checker  Checker
+	now      func() time.Time
+}
+
+// New returns a Pipeline; now may be nil.
+func New(cfg Config, src Source, b Builder, d Deployer, c Checker, now func() time.Time) (*Pipeline, error) {
+	if src == nil || b == nil || d == nil || c == nil {
+		return nil, errors.New("pipeline: source, builder, deployer and checker are required")
+	}
+	if cfg.StatusCheckDeadline == 0 {
+		cfg.StatusCheckDeadline = 10 * time.Minute
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Pipeline{cfg: cfg, src: src, builder: b, deployer: d, checker: c, now: now}, nil
+}
+
+// Job is what the pipeline needs to know about one job.
+type Job struct {
+	event.Job
+	Owner, Name string
+	Before      string
+	Token       string // GitHub token for private repositories; may be empty
+	Triggers    event.Triggers
+}
+
+// Outcome is how a job ended. Err is nil on success.
+type Outcome struct {
+	Err *event.ErrorInfo
+	// Artifacts maps each built image (without tag) to the pushed
+	// "tag@digest" reference.
+	Artifacts map[string]string
+	// DeployPending reports that the images were built but not deployed
+	// because the repository's automatic deploys are off.
+	DeployPending bool
+}
+
+// Run runs j, sending its events to sink. It returns the outcome; the
+// error is non-nil only when the events could not be recorded.
+func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
+	ws, err := os.MkdirTemp(p.cfg.WorkDir, "kgd-job-")
+	if err != nil {
+		return Outcome{}, fmt.Errorf("workspace: %w", err)
+	}
+	defer os.RemoveAll(ws)
+	repoDir := filepath.Join(ws, "repo")
+
+	// Check out and render before the first event, so the MetaEvent can
+	// describe the artifacts and releases of this iteration.
+	cfg, prepErr := p.prepare(ctx, j, repoDir)
+	plan := event.Plan{}
+	if cfg != nil {
+		plan = planOf(cfg.Units)
+	}
+	e := newEmitter(event.NewFactory(j.Job, plan, p.now), sink, j.Triggers)
+	f := e.f
+	e.emit(f.V1Meta(), f.V2Meta())
+	e.emit(f.V1DevLoop(event.InProgress, nil), f.V2Task(event.TaskDevLoop, event.V2InProgress, nil))
+	out := Outcome{Artifacts: map[string]string{}}
+	fail := func(info *event.ErrorInfo) (Outcome, error) {
+		e.emit(f.V1DevLoop(event.Failed, info), f.V2Task(event.TaskDevLoop, event.V2Failed, info))
+		out.Err = info
+		return out, e.err
+	}
+	if prepErr != nil {
+		e.log(event.TaskDevLoop, event.SubtaskNone, prepErr.Message)
+		return fail(prepErr)
+	}
+
+	// Build, in file order; docker runs before helm for every unit.
+	images := map[string]build.Result{}
+	if len(plan.Artifacts) > 0 {
+		e.emit(nil, f.V2Task(event.TaskBuild, event.V2InProgress, nil))
+	}
+	for _, u := range cfg.Units {
+		if u.Docker == nil {
+			continue
+		}
+		name := imageName(u.Docker.Tag)
+		e.emit(f.V1Build(name, event.InProgress, nil), f.V2Build(name, event.StepBuild, event.V2InProgress, nil))
+		res, err := p.builder.Build(ctx, build.Request{
+			ContextDir: filepath.Join(repoDir, filepath.FromSlash(u.Docker.Directory)),
+			Dockerfile: u.Docker.Dockerfile, Tag: u.Docker.Tag, Args: u.Docker.Args,
+			Target: u.Docker.Target, Push: u.Docker.Push,
+		}, func(line string) { e.log(event.TaskBuild, name, line) })
+		if err != nil {
+			info := buildError(err)
+			e.emit(f.V1Build(name, event.Failed, info), f.V2Build(name, event.StepBuild, event.V2Failed, info),
+				f.V2Task(event.TaskBuild, event.V2Failed, info))
+			return fail(info)
+		}
+		ref := res.Tag
+		if res.Digest != "" {
+			ref += "@" + res.Digest
+		}
+		images[u.Name] = res
+		out.Artifacts[name] = ref
+		e.setArtifact(name, ref)
+		e.log(event.TaskBuild, name, "Built "+ref)
+		done := f.V1Build(name, event.Complete, nil)
+		done.Entry += " (" + ref + ")"
+		e.emit(done, f.V2Build(name, event.StepBuild, event.V2Succeeded, nil))
+	}
+	if len(plan.Artifacts) > 0 {
+		e.emit(nil, f.V2Task(event.TaskBuild, event.V2Succeeded, nil))
+	}
+	if plan.Releases == 0 {
+		e.emit(f.V1DevLoop(event.Succeeded, nil), f.V2Task(event.TaskDevLoop, event.V2Succeeded, nil))
+		return out, e.err
+	}
+	if !j.Triggers.Deploy {
+		// Automatic deploys are off (the control API's AutoDeploy): the
+		// iteration ends after the build, as Skaffold's does, and the
+		// deploy waits for an Execute deploy intent.
+		out.DeployPending = true
+		e.log(event.TaskDevLoop, event.SubtaskNone, "Auto-deploy is off: built images wait for an Execute deploy intent")
+		e.emit(f.V1DevLoop(event.Succeeded, nil), f.V2Task(event.TaskDevLoop, event.V2Succeeded, nil))
+		return out, e.err
+	}
+
+	// Helm renders and applies in one step; Render opens and closes at
+	// once, as Skaffold's Helm deployer reports it.
+	e.emit(nil, f.V2Task(event.TaskRender, event.V2InProgress, nil), f.V2Render(event.V2InProgress, nil),
+		f.V2Render(event.V2Succeeded, nil), f.V2Task(event.TaskRender, event.V2Succeeded, nil))
+	e.emit(f.V1Deploy(event.InProgress, nil), f.V2Task(event.TaskDeploy, event.V2InProgress, nil), f.V2Deploy(event.V2InProgress, nil))
+	var resources []deploy.Resource
+	for _, u := range cfg.Units {
+		if u.Helm == nil {
+			continue
+		}
+		req := deploy.Request{
+			Release: u.Helm.Release, Namespace: u.Helm.Namespace,
+			ChartDir: filepath.Join(repoDir, filepath.FromSlash(u.Helm.Chart)),
+			Set:      imageValues(u, images), CreateNamespace: true,
+			Wait: false, Timeout: u.Helm.Timeout, Atomic: u.Helm.Atomic,
+		}
+		for _, v := range u.Helm.Values {
+			req.ValuesFiles = append(req.ValuesFiles, filepath.Join(repoDir, filepath.FromSlash(v)))
+		}
+		res, err := p.deployer.Deploy(ctx, req, func(line string) { e.log(event.TaskDeploy, event.SubtaskNone, line) })
+		if err != nil {
+			info := deployError(err)
+			e.emit(f.V1Deploy(event.Failed, info), f.V2Deploy(event.V2Failed, info), f.V2Task(event.TaskDeploy, event.V2Failed, info))
+			return fail(info)
+		}
+		for _, r := range res.Resources {
+			e.log(event.TaskDeploy, event.SubtaskNone, fmt.Sprintf("Release %s revision %d applied %s", res.Release, res.Revision, r))
+		}
+		resources = append(resources, res.Resources...)
+	}
+	e.emit(nil, f.V2Deploy(event.V2Succeeded, nil))
+
+	// Status check, nested in the deploy as with Skaffold's Helm deployer.
+	e.emit(f.V1StatusCheck(event.Started, nil), f.V2Task(event.TaskStatusCheck, event.V2InProgress, nil))
+	err = p.checker.Wait(ctx, resources, p.cfg.StatusCheckDeadline, func(u rollout.Update) {
+		v2status := map[string]string{"InProgress": event.V2InProgress, "Succeeded": event.V2Succeeded, "Failed": event.V2Failed}[u.Status]
+		v1status := map[string]string{"InProgress": event.InProgress, "Succeeded": event.Succeeded, "Failed": event.Failed}[u.Status]
+		e.emit(f.V1ResourceStatus(u.Resource, v1status, u.Message, u.Code, nil),
+			f.V2ResourceStatus(u.Resource, v2status, u.Message, u.Code, nil))
+	})
+	if err != nil {
+		info := rolloutError(err)
+		e.emit(f.V1StatusCheck(event.Failed, info), f.V2Task(event.TaskStatusCheck, event.V2Failed, info))
+		e.emit(f.V1Deploy(event.Failed, info), f.V2Task(event.TaskDeploy, event.V2Failed, info))
+		return fail(info)
+	}
+	e.emit(f.V1StatusCheck(event.Succeeded, nil), f.V2Task(event.TaskStatusCheck, event.V2Succeeded, nil))
+	e.emit(f.V1Deploy(event.Complete, nil), f.V2Task(event.TaskDeploy, event.V2Succeeded, nil))
+	e.emit(f.V1DevLoop(event.Succeeded, nil), f.V2Task(event.TaskDevLoop, event.V2Succeeded, nil))
+	return out, e.err
+}
+
+// prepare checks the commit out and renders its configuration, keeping
+// only the units this push builds.
+func (p *Pipeline) prepare(ctx context.Context, j Job, dir string) (*repoconfig.Config, *event.ErrorInfo) {
+	if err := p.src.Checkout(ctx, dir, j.Owner, j.Name, j.Commit, j.Token); err != nil {
+		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_INIT_UNKNOWN, Message: "could not check out the commit: " + err.Error()}
+	}
+	src, err := os.ReadFile(filepath.Join(dir, repoconfig.FileName))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_NOT_FOUND_ERR,
+			Message: repoconfig.FileName + " not found at the repository root"}
+	} else if err != nil {
+		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_NOT_FOUND_ERR, Message: err.Error()}
+	}
+	cfg, err := repoconfig.Parse(src, repoconfig.Vars{SHA: j.Commit, Branch: j.Branch, Tag: j.Tag, Ref: j.Ref, Owner: j.Owner, Name: j.Name})
+	if err == nil {
+		err = cfg.CheckFiles(os.DirFS(dir))
+	}
+	if err != nil {
+		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_PARSING_ERR, Message: err.Error(),
+			Suggestions: []event.Suggestion{{Code: enumspb.SuggestionCode_CONFIG_CHECK_FILE_PATH, Action: "Fix " + repoconfig.FileName + " and push again"}}}
+	}
+	changed, err := p.src.ChangedFiles(ctx, dir, j.Owner, j.Name, j.Before, j.Commit, j.Token)
+	if err != nil {
+		changed = nil // unknown: build everything
+	}
+	var units []repoconfig.Unit
+	for _, u := range cfg.Units {
+		if !u.MatchesBranch(j.Branch) {
+			continue
+		}
+		if changed != nil && len(u.Paths) > 0 && !u.MatchesPaths(changed) {
+			continue
+		}
+		units = append(units, u)
+	}
+	cfg.Units = units
+	return cfg, nil
+}
+
+func planOf(units []repoconfig.Unit) event.Plan {
+	var p event.Plan
+	for _, u := range units {
+		if u.Docker != nil {
+			p.Artifacts = append(p.Artifacts, event.Artifact{Name: imageName(u.Docker.Tag), Context: u.Docker.Directory, Dockerfile: u.Docker.DockerfilePath()})
+		}
+		if u.Helm != nil {
+			p.Releases++
+		}
+	}
+	return p
+}
+
+// imageName is an image reference without its tag ("registry/app:1" →
+// "registry/app"); a port colon before the last slash is kept.
+func imageName(ref string) string {
+	if i := strings.LastIndex(ref, ":"); i > strings.LastIndex(ref, "/") {
+		return ref[:i]
+	}
+	return ref
+}
+
+// imageValues returns the unit's set values with the built image injected
+// as image.repository and image.tag (and image.digest when known), unless
+// the file sets them itself.
+func imageValues(u repoconfig.Unit, images map[string]build.Result) map[string]string {
+	set := map[string]string{}
+	if res, ok := images[u.Name]; ok {
+		name := imageName(res.Tag)
+		set["image.repository"] = name
+		set["image.tag"] = strings.TrimPrefix(res.Tag, name+":")
+		if res.Digest != "" {
+			set["image.digest"] = res.Digest
+		}
+	}
+	for k, v := range u.Helm.Set {
+		set[k] = v
+	}
+	return set
+}
+
+func buildError(err error) *event.ErrorInfo {
+	var be *build.Error
+	if errors.As(err, &be) {
+		info := &event.ErrorInfo{Code: be.Code, Message: be.Msg}
+		switch be.Code {
+		case enumspb.StatusCode_BUILD_USER_ERROR:
+			info.Suggestions = []event.Suggestion{{Code: enumspb.SuggestionCode_FIX_USER_BUILD_ERR, Action: "Fix the Dockerfile or the build context and push again"}}
+		case enumspb.StatusCode_BUILD_DOCKER_DAEMON_NOT_RUNNING:
+			info.Suggestions = []event.Suggestion{{Code: enumspb.SuggestionCode_CHECK_DOCKER_RUNNING, Action: "Start the Docker daemon or set DOCKER_HOST for the runner"}}
+		case enumspb.StatusCode_BUILD_PUSH_ACCESS_DENIED:
+			info.Suggestions = []event.Suggestion{{Code: enumspb.SuggestionCode_DOCKER_AUTH_CONFIGURE, Action: "Give the runner push access to the registry"}}
+		}
+		return info
+	}
+	return &event.ErrorInfo{Code: enumspb.StatusCode_BUILD_UNKNOWN, Message: err.Error()}
+}
+
+func deployError(err error) *event.ErrorInfo {
+	var de *deploy.Error
+	if errors.As(err, &de) {
+		info := &event.ErrorInfo{Code: de.Code, Message: de.Msg}
+		if de.Code == enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR {
+			info.Suggestions = []event.Suggestion{{Code: enumspb.SuggestionCode_CHECK_CLUSTER_CONNECTION, Action: "Check the runner's KUBECONFIG and that the cluster is reachable"}}
+		}
+		return info
+	}
+	return &event.ErrorInfo{Code: enumspb.StatusCode_DEPLOY_UNKNOWN, Message: err.Error()}
+}
+
+func rolloutError(err error) *event.ErrorInfo {
+	var re *rollout.Error
+	if errors.As(err, &re) {
+		info := &event.ErrorInfo{Code: re.Code, Message: re.Msg}
+		switch re.Code {
+		case enumspb.StatusCode_STATUSCHECK_IMAGE_PULL_ERR:
+			info.Suggestions = []event.Suggestion{{Code: enumspb.SuggestionCode_CHECK_CONTAINER_IMAGE, Action: "Check the image reference and that the cluster can pull it"}}
+		case enumspb.StatusCode_STATUSCHECK_CONTAINER_RESTARTING:
+			info.Suggestions = []event.Suggestion{{Code: enumspb.SuggestionCode_CHECK_CONTAINER_LOGS, Action: "Check the container's logs"}}
+		}
+		return info
+	}
+	return &event.ErrorInfo{Code: enumspb.StatusCode_STATUSCHECK_UNKNOWN, Message: err.Error()}
+}

@@ -1,0 +1,362 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
+	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
+	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/rollout"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/source"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/controlplane/controlplanetest"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/gitserve"
+)
+
+// recorder is a Sink that keeps everything in memory.
+type recorder struct {
+	mu sync.Mutex
+	v1 []*v1pb.LogEntry
+	v2 []*v2pb.Event
+	s1 *v1pb.State
+	s2 *v2pb.State
+}
+
+func (r *recorder) Emit(v1 *v1pb.LogEntry, v2 *v2pb.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if v1 != nil {
+		r.v1 = append(r.v1, v1)
+	}
+	if v2 != nil {
+		r.v2 = append(r.v2, v2)
+	}
+	return nil
+}
+
+func (r *recorder) SetState(s1 *v1pb.State, s2 *v2pb.State) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.s1, r.s2 = s1, s2
+	return nil
+}
+
+// v1Seq describes the v1 events as "Kind:status" words, with log lines
+// left out.
+func (r *recorder) v1Seq() string {
+	var w []string
+	for _, e := range r.v1 {
+		switch ev := e.GetEvent().GetEventType().(type) {
+		case *v1pb.Event_MetaEvent:
+			w = append(w, "Meta")
+		case *v1pb.Event_DevLoopEvent:
+			w = append(w, "DevLoop:"+ev.DevLoopEvent.GetStatus())
+		case *v1pb.Event_BuildEvent:
+			w = append(w, "Build:"+ev.BuildEvent.GetStatus())
+		case *v1pb.Event_DeployEvent:
+			w = append(w, "Deploy:"+ev.DeployEvent.GetStatus())
+		case *v1pb.Event_StatusCheckEvent:
+			w = append(w, "StatusCheck:"+ev.StatusCheckEvent.GetStatus())
+		case *v1pb.Event_ResourceStatusCheckEvent:
+			s := "Resource:" + ev.ResourceStatusCheckEvent.GetStatus()
+			if len(w) == 0 || w[len(w)-1] != s { // progress updates vary in number
+				w = append(w, s)
+			}
+		}
+	}
+	return strings.Join(w, " ")
+}
+
+func (r *recorder) v2Seq() string {
+	var w []string
+	for _, e := range r.v2 {
+		switch ev := e.GetEventType().(type) {
+		case *v2pb.Event_MetaEvent:
+			w = append(w, "Meta")
+		case *v2pb.Event_TaskEvent:
+			w = append(w, ev.TaskEvent.GetId()+":"+ev.TaskEvent.GetStatus())
+		case *v2pb.Event_BuildSubtaskEvent:
+			w = append(w, "Build/"+ev.BuildSubtaskEvent.GetStep()+":"+ev.BuildSubtaskEvent.GetStatus())
+		case *v2pb.Event_RenderEvent:
+			w = append(w, "Render/0:"+ev.RenderEvent.GetStatus())
+		case *v2pb.Event_DeploySubtaskEvent:
+			w = append(w, "Deploy/0:"+ev.DeploySubtaskEvent.GetStatus())
+		case *v2pb.Event_StatusCheckSubtaskEvent:
+			s := "Resource:" + ev.StatusCheckSubtaskEvent.GetStatus()
+			if len(w) == 0 || w[len(w)-1] != s {
+				w = append(w, s)
+			}
+		}
+	}
+	return strings.Join(w, " ")
+}
+
+func (r *recorder) logs() string {
+	var b strings.Builder
+	for _, e := range r.v2 {
+		if l := e.GetSkaffoldLogEvent(); l != nil {
+			b.WriteString(l.GetTaskId() + " " + l.GetMessage() + "\n")
+		}
+	}
+	return b.String()
+}
+
+// env is a pipeline on real parts: a git server on loopback, the Docker
+// Engine, a registry on loopback and a local Kubernetes control plane.
+type env struct {
+	p        *Pipeline
+	git      *gitserve.Server
+	registry string
+	kube     kubernetes.Interface
+	docker   *client.Client
+}
+
+func newEnv(t testing.TB, deadline time.Duration) *env {
+	t.Helper()
+	cp := controlplanetest.Start(t)
+	docker, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { docker.Close() })
+	if err := build.Ping(context.Background(), docker); err != nil {
+		t.Fatalf("no Docker daemon: start dockerd or set DOCKER_HOST: %v", err)
+	}
+	reg := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	t.Cleanup(reg.Close)
+	git, err := gitserve.New(t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(git.Close)
+	src, err := source.New(git.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dep, err := deploy.New(cp.Kubeconfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube, err := kubernetes.NewForConfig(cp.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{WorkDir: t.TempDir(), StatusCheckDeadline: deadline}, src, build.New(docker), dep, rollout.New(kube), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &env{p: p, git: git, registry: strings.TrimPrefix(reg.URL, "http://"), kube: kube, docker: docker}
+}
+
+const chartYAML = "apiVersion: v2\nname: web\nversion: 0.1.0\n"
+
+const deploymentYAML = `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: {{ .Release.Name }}}
+  template:
+    metadata:
+      labels: {app: {{ .Release.Name }}}
+    spec:
+      {{- with .Values.nodeSelector }}
+      nodeSelector: {{ toJson . }}
+      {{- end }}
+      containers:
+        - name: web
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag }}"
+`
+
+// repoFiles is a repository in the original's configuration style.
+func (e *env) repoFiles(dockerfile, extraHelm string) map[string]string {
+	return map[string]string{
+		"kube-git-deploy.toml": fmt.Sprintf(`[web]
+[[docker]]
+directory = "./app"
+tag = "%s/octo/web:{{ .git.shortSha }}"
+[[helm]]
+chart = "./deploy"
+%s`, e.registry, extraHelm),
+		"app/Dockerfile":                   dockerfile,
+		"app/hello.txt":                    "hello\n",
+		"deploy/Chart.yaml":                chartYAML,
+		"deploy/values.yaml":               "image:\n  repository: none\n  tag: none\n",
+		"deploy/templates/deployment.yaml": deploymentYAML,
+	}
+}
+
+func (e *env) push(t testing.TB, repo string, files map[string]string) Job {
+	t.Helper()
+	r, err := e.git.Create("octo", repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha, err := r.Commit("main", "deploy", files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Job{
+		Job: event.Job{ID: "job-" + repo, Repository: "octo/" + repo, Commit: sha, Ref: "refs/heads/main", Branch: "main",
+			DeliveryID: "d-" + repo, Trigger: "push", Iteration: 1},
+		Owner: "octo", Name: repo, Triggers: event.Triggers{Build: true, Deploy: true, Sync: true},
+	}
+}
+
+func TestPipeline(t *testing.T) {
+	e := newEnv(t, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	t.Run("success", func(t *testing.T) {
+		j := e.push(t, "web", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", ""))
+		var rec recorder
+		out, err := e.p.Run(ctx, j, &rec)
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+		if out.Err != nil {
+			t.Fatalf("job failed: %+v\nlogs:\n%s", out.Err, rec.logs())
+		}
+		wantV1 := "Meta DevLoop:In Progress Build:In Progress Build:Complete Deploy:In Progress StatusCheck:Started " +
+			"Resource:In Progress Resource:Succeeded StatusCheck:Succeeded Deploy:Complete DevLoop:Succeeded"
+		if got := rec.v1Seq(); got != wantV1 && got != strings.Replace(wantV1, "Resource:In Progress ", "", 1) {
+			t.Errorf("v1 events:\n got %s\nwant %s", got, wantV1)
+		}
+		wantV2 := "Meta DevLoop-1:InProgress Build-1:InProgress Build/Build:InProgress Build/Build:Succeeded Build-1:Succeeded " +
+			"Render-1:InProgress Render/0:InProgress Render/0:Succeeded Render-1:Succeeded Deploy-1:InProgress Deploy/0:InProgress " +
+			"Deploy/0:Succeeded StatusCheck-1:InProgress Resource:InProgress Resource:Succeeded StatusCheck-1:Succeeded Deploy-1:Succeeded DevLoop-1:Succeeded"
+		if got := rec.v2Seq(); got != wantV2 && got != strings.Replace(wantV2, "Resource:InProgress ", "", 1) {
+			t.Errorf("v2 events:\n got %s\nwant %s", got, wantV2)
+		}
+		if !strings.Contains(rec.logs(), "Build-1 Step 1/2 : FROM scratch") {
+			t.Errorf("build output missing from the log events:\n%s", rec.logs())
+		}
+
+		// The image is in the registry with the recorded digest.
+		image := e.registry + "/octo/web"
+		ref := out.Artifacts[image]
+		tag, digest, ok := strings.Cut(ref, "@")
+		if !ok || tag != image+":"+j.Commit[:7] {
+			t.Fatalf("artifact %q = %q, want %s:%s@sha256:…", image, ref, image, j.Commit[:7])
+		}
+		nref, err := name.ParseReference(tag, name.Insecure)
+		if err != nil {
+			t.Fatal(err)
+		}
+		desc, err := remote.Head(nref)
+		if err != nil || desc.Digest.String() != digest {
+			t.Errorf("registry has %s at %v (%v), recorded %s", tag, desc, err, digest)
+		}
+		if got := rec.s1.GetMetadata().GetBuild().GetAdditional()[image]; got != ref {
+			t.Errorf("state metadata records %q, want %q", got, ref)
+		}
+		if got := rec.s1.GetDeployState().GetStatusCode(); got != enumspb.StatusCode_DEPLOY_SUCCESS {
+			t.Errorf("v1 deploy state code = %v", got)
+		}
+		// The release's Deployment runs the built image and is available.
+		d, err := e.kube.AppsV1().Deployments("default").Get(ctx, "web", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img := d.Spec.Template.Spec.Containers[0].Image; img != tag {
+			t.Errorf("deployment image = %q, want %q", img, tag)
+		}
+		if d.Status.AvailableReplicas != 2 {
+			t.Errorf("available replicas = %d, want 2", d.Status.AvailableReplicas)
+		}
+	})
+
+	t.Run("auto-deploy-off", func(t *testing.T) {
+		j := e.push(t, "gated", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", ""))
+		j.Triggers.Deploy = false
+		var rec recorder
+		out, err := e.p.Run(ctx, j, &rec)
+		if err != nil || out.Err != nil || !out.DeployPending {
+			t.Fatalf("Run = %+v, %v; want built with the deploy pending", out, err)
+		}
+		if got, want := rec.v1Seq(), "Meta DevLoop:In Progress Build:In Progress Build:Complete DevLoop:Succeeded"; got != want {
+			t.Errorf("v1 events:\n got %s\nwant %s", got, want)
+		}
+		if _, err := e.kube.AppsV1().Deployments("default").Get(ctx, "gated", metav1.GetOptions{}); err == nil {
+			t.Errorf("deployed although auto-deploy is off")
+		}
+		if rec.s1.GetDeployState().GetAutoTrigger() {
+			t.Errorf("v1 state shows autoTrigger on for deploy")
+		}
+	})
+
+	t.Run("failing-dockerfile", func(t *testing.T) {
+		j := e.push(t, "broken-build", e.repoFiles("FROM scratch\nRUN make\n", ""))
+		var rec recorder
+		out, err := e.p.Run(ctx, j, &rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Err == nil || out.Err.Code != enumspb.StatusCode_BUILD_USER_ERROR {
+			t.Fatalf("outcome = %+v, want BUILD_USER_ERROR", out.Err)
+		}
+		if got, want := rec.v1Seq(), "Meta DevLoop:In Progress Build:In Progress Build:Failed DevLoop:Failed"; got != want {
+			t.Errorf("v1 events:\n got %s\nwant %s", got, want)
+		}
+		if _, err := e.kube.AppsV1().Deployments("default").Get(ctx, "broken-build", metav1.GetOptions{}); err == nil {
+			t.Errorf("a failed build deployed anyway")
+		}
+	})
+
+	t.Run("broken-config", func(t *testing.T) {
+		files := e.repoFiles("FROM scratch\n", "")
+		files["kube-git-deploy.toml"] = "[web]\n[[docker]]\ndirectory = \"../../etc\"\ntag = \"x/y:1\"\n"
+		j := e.push(t, "broken-config", files)
+		var rec recorder
+		out, err := e.p.Run(ctx, j, &rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Err == nil || out.Err.Code != enumspb.StatusCode_CONFIG_FILE_PARSING_ERR || !strings.Contains(out.Err.Message, "kube-git-deploy.toml:3") {
+			t.Fatalf("outcome = %+v, want CONFIG_FILE_PARSING_ERR naming line 3", out.Err)
+		}
+		if got, want := rec.v1Seq(), "Meta DevLoop:In Progress DevLoop:Failed"; got != want {
+			t.Errorf("v1 events:\n got %s\nwant %s", got, want)
+		}
+	})
+
+	t.Run("never-ready", func(t *testing.T) {
+		j := e.push(t, "stuck", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "set = { \"nodeSelector.pool\" = \"none\" }\n"))
+		short, err := New(Config{WorkDir: t.TempDir(), StatusCheckDeadline: 3 * time.Second}, e.p.src, e.p.builder, e.p.deployer, e.p.checker, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec recorder
+		out, err := short.Run(ctx, j, &rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Err == nil || out.Err.Code != enumspb.StatusCode_STATUSCHECK_DEADLINE_EXCEEDED {
+			t.Fatalf("outcome = %+v, want STATUSCHECK_DEADLINE_EXCEEDED", out.Err)
+		}
+		if got := rec.v1Seq(); !strings.HasSuffix(got, "StatusCheck:Failed Deploy:Failed DevLoop:Failed") {
+			t.Errorf("v1 events end %s", got)
+		}
+	})
+}

@@ -1,0 +1,262 @@
+// Package worker turns job messages into pipeline runs, at least once and
+// at most one run at a time per job: it claims each job in Firestore with a
+// lease it renews while the job runs, acknowledges duplicates of running or
+// finished jobs without work, and sweeps jobs whose runner died (expired
+// leases) back onto the queue so another runner takes them over.
+//
+// A job taken over after its first runner had already recorded events is
+// ended Failed with the reason (its half-done iteration cannot be resumed
+// safely); one whose runner died before recording anything is simply run.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/job"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
+)
+
+// Runner runs one job's pipeline.
+type Runner interface {
+	Run(ctx context.Context, j pipeline.Job, sink pipeline.Sink) (pipeline.Outcome, error)
+}
+
+// Publisher puts jobs back on the queue.
+type Publisher interface {
+	Publish(ctx context.Context, m job.Message) (string, error)
+}
+
+// Config configures a Worker.
+type Config struct {
+	// Owner identifies this runner in leases (e.g. host name + pid).
+	Owner string
+	// Lease is how long a claim lasts without renewal; 0 means 2 minutes.
+	// It is renewed every Lease/3.
+	Lease time.Duration
+	// JobTimeout bounds one job; 0 means 30 minutes.
+	JobTimeout time.Duration
+	// Writer tunes event batching.
+	Writer store.WriterOptions
+}
+
+// Worker handles job messages.
+type Worker struct {
+	cfg    Config
+	store  *store.Store
+	runner Runner
+	pub    Publisher
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// New returns a Worker; now may be nil.
+func New(cfg Config, st *store.Store, r Runner, pub Publisher, log *slog.Logger, now func() time.Time) (*Worker, error) {
+	if st == nil || r == nil || pub == nil || log == nil || cfg.Owner == "" {
+		return nil, errors.New("worker: owner, store, runner, publisher and logger are required")
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = 2 * time.Minute
+	}
+	if cfg.JobTimeout == 0 {
+		cfg.JobTimeout = 30 * time.Minute
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Worker{cfg: cfg, store: st, runner: r, pub: pub, log: log, now: now}, nil
+}
+
+// Handle processes one job message; it is a queue.Handler. It returns an
+// error (so the message is redelivered) only when the job could not be
+// claimed or its end could not be recorded.
+func (w *Worker) Handle(ctx context.Context, m job.Message, d queue.Delivery) error {
+	log := w.log.With(logging.KeyJobID, m.JobID, logging.KeyRepo, m.Repository, "attempt", d.Attempt)
+	j, err := w.store.ClaimJob(ctx, m.JobID, w.cfg.Owner, w.cfg.Lease, w.now())
+	switch {
+	case errors.Is(err, store.ErrJobFinished):
+		log.InfoContext(ctx, "duplicate message for a finished job: acknowledged")
+		return nil
+	case errors.Is(err, store.ErrLeased):
+		log.InfoContext(ctx, "job is running on another runner: acknowledged")
+		return nil
+	case errors.Is(err, store.ErrNotFound):
+		log.ErrorContext(ctx, "message for an unknown job: acknowledged")
+		return nil
+	case err != nil:
+		return fmt.Errorf("claim job %s: %w", m.JobID, err)
+	}
+
+	ctx, cancel := context.WithTimeout(ctx, w.cfg.JobTimeout)
+	defer cancel()
+	renewDone := make(chan struct{})
+	go func() {
+		defer close(renewDone)
+		w.renew(ctx, cancel, j.ID, log)
+	}()
+	defer func() { cancel(); <-renewDone }()
+
+	status, msg, err := w.run(ctx, j, log)
+	if err != nil {
+		return err
+	}
+	// Record the end even if the job's context ended (timeout, shutdown).
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer fcancel()
+	if err := w.store.FinishJob(fctx, j.ID, w.cfg.Owner, status, msg, w.now()); err != nil {
+		return fmt.Errorf("finish job %s: %w", j.ID, err)
+	}
+	log.InfoContext(ctx, "job finished", "status", status, logging.KeyErr, msg)
+	return nil
+}
+
+// renew extends the lease every Lease/3 until ctx ends; a lost lease
+// cancels the job.
+func (w *Worker) renew(ctx context.Context, cancel context.CancelFunc, id string, log *slog.Logger) {
+	t := time.NewTicker(w.cfg.Lease / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			err := w.store.RenewLease(ctx, id, w.cfg.Owner, w.cfg.Lease, w.now())
+			if errors.Is(err, store.ErrLeaseLost) {
+				log.ErrorContext(ctx, "lease lost; stopping the job")
+				cancel()
+				return
+			}
+			if err != nil && ctx.Err() == nil {
+				log.WarnContext(ctx, "lease renewal failed; retrying", logging.KeyErr, err.Error())
+			}
+		}
+	}
+}
+
+// run runs the claimed job and returns its final status.
+func (w *Worker) run(ctx context.Context, j *store.Job, log *slog.Logger) (store.JobStatus, string, error) {
+	history, err := w.store.JobEvents(ctx, j.ID)
+	if err != nil {
+		return "", "", fmt.Errorf("read job %s events: %w", j.ID, err)
+	}
+	writer, err := store.NewJobWriter(w.store, j.JobRef(), history.NextChunk, w.cfg.Writer)
+	if err != nil {
+		return "", "", err
+	}
+	closeWriter := func() error {
+		cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer ccancel()
+		return writer.Close(cctx)
+	}
+	ej := eventJob(j)
+	if history.NextChunk > 0 {
+		// Taken over mid-run: end the iteration honestly.
+		msg := fmt.Sprintf("the runner working on this job stopped (attempt %d); the job was not finished", j.Attempts-1)
+		info := &event.ErrorInfo{Code: enumspb.StatusCode_UNKNOWN_ERROR, Message: msg,
+			Suggestions: []event.Suggestion{{Code: enumspb.SuggestionCode_OPEN_ISSUE, Action: "Push again to retry"}}}
+		f := event.NewFactory(ej, event.Plan{}, w.now)
+		err := writer.Emit(f.V1DevLoop(event.Failed, info), f.V2Task(event.TaskDevLoop, event.V2Failed, info))
+		if cerr := closeWriter(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("record the end of job %s: %w", j.ID, err)
+		}
+		log.WarnContext(ctx, "took over a job whose runner died", "attempts", j.Attempts)
+		return store.StatusFailed, msg, nil
+	}
+
+	repo, err := w.store.Repository(ctx, j.Owner, j.Name)
+	if err != nil {
+		closeWriter()
+		if errors.Is(err, store.ErrNotFound) {
+			return store.StatusCanceled, "repository is no longer tracked", nil
+		}
+		return "", "", fmt.Errorf("read repository of job %s: %w", j.ID, err)
+	}
+	token := ""
+	if t, err := w.store.Token(ctx, repo.TrackedBy); err == nil {
+		token = t.AccessToken
+	} else if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrInvalid) {
+		closeWriter()
+		return "", "", fmt.Errorf("read token of %s: %w", repo.TrackedBy, err)
+	}
+
+	out, runErr := w.runner.Run(ctx, pipeline.Job{
+		Job: ej, Owner: j.Owner, Name: j.Name, Before: j.Before, Token: token,
+		Triggers: event.Triggers{Build: repo.Triggers.AutoBuild, Deploy: repo.Triggers.AutoDeploy, Sync: repo.Triggers.AutoSync},
+	}, writer)
+	if err := closeWriter(); runErr == nil {
+		runErr = err
+	}
+	if runErr != nil {
+		return "", "", fmt.Errorf("record events of job %s: %w", j.ID, runErr)
+	}
+	if out.Err != nil {
+		return store.StatusFailed, out.Err.Message, nil
+	}
+	if out.DeployPending {
+		return store.StatusSucceeded, "built; deploy pending: auto-deploy is off", nil
+	}
+	return store.StatusSucceeded, "", nil
+}
+
+func eventJob(j *store.Job) event.Job {
+	m := job.Message{Ref: j.Ref}
+	return event.Job{
+		ID: j.ID, Repository: j.Owner + "/" + j.Name, Commit: j.SHA, Ref: j.Ref,
+		Branch: m.Branch(), Tag: m.Tag(), DeliveryID: j.DeliveryID, Trigger: j.Trigger, Iteration: j.Iteration,
+	}
+}
+
+// Sweep republishes running jobs whose lease expired, so that a runner
+// takes them over; call it periodically (Run does).
+func (w *Worker) Sweep(ctx context.Context) error {
+	jobs, err := w.store.ExpiredJobs(ctx, w.now(), 20)
+	if err != nil {
+		return fmt.Errorf("list expired jobs: %w", err)
+	}
+	for _, j := range jobs {
+		m := job.Message{
+			Version: job.Version, JobID: j.ID, Repository: j.Owner + "/" + j.Name, Ref: j.Ref, SHA: j.SHA,
+			Before: j.Before, DeliveryID: j.DeliveryID, Trigger: job.Trigger(j.Trigger), PublishedAt: w.now(),
+		}
+		if _, err := w.pub.Publish(ctx, m); err != nil {
+			return fmt.Errorf("republish expired job %s: %w", j.ID, err)
+		}
+		w.log.WarnContext(ctx, "republished a job whose runner stopped renewing its lease", logging.KeyJobID, j.ID)
+	}
+	return nil
+}
+
+// Run receives jobs from sub until ctx ends, sweeping expired leases every
+// Lease. It returns when both have stopped.
+func (w *Worker) Run(ctx context.Context, sub *queue.Subscriber) error {
+	sweepDone := make(chan struct{})
+	go func() {
+		defer close(sweepDone)
+		t := time.NewTicker(w.cfg.Lease)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := w.Sweep(ctx); err != nil && ctx.Err() == nil {
+					w.log.WarnContext(ctx, "sweep failed", logging.KeyErr, err.Error())
+				}
+			}
+		}
+	}()
+	err := sub.Receive(ctx, w.Handle)
+	<-sweepDone
+	return err
+}

@@ -1,0 +1,243 @@
+package worker
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/firestore"
+
+	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator/emulatortest"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/job"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
+)
+
+func TestMain(m *testing.M) { emulatortest.Main(m, emulator.Firestore) }
+
+// countingRunner stands in for the pipeline (tested on real parts in its
+// own package): it emits a minimal iteration and counts runs.
+type countingRunner struct {
+	mu   sync.Mutex
+	runs int
+	fail bool
+}
+
+func (r *countingRunner) Run(ctx context.Context, j pipeline.Job, sink pipeline.Sink) (pipeline.Outcome, error) {
+	r.mu.Lock()
+	r.runs++
+	r.mu.Unlock()
+	f := event.NewFactory(j.Job, event.Plan{}, nil)
+	if err := sink.Emit(f.V1Meta(), f.V2Meta()); err != nil {
+		return pipeline.Outcome{}, err
+	}
+	if r.fail {
+		info := &event.ErrorInfo{Message: "boom"}
+		return pipeline.Outcome{Err: info}, sink.Emit(f.V1DevLoop(event.Failed, info), nil)
+	}
+	return pipeline.Outcome{}, sink.Emit(f.V1DevLoop(event.Succeeded, nil), nil)
+}
+
+type recordingPublisher struct {
+	mu   sync.Mutex
+	msgs []job.Message
+}
+
+func (p *recordingPublisher) Publish(_ context.Context, m job.Message) (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.msgs = append(p.msgs, m)
+	return "id", nil
+}
+
+type env struct {
+	ctx   context.Context
+	store *store.Store
+	now   time.Time
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	fs, err := firestore.NewClient(ctx, emulatortest.ProjectID(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { fs.Close() })
+	box, err := secret.NewBox(bytes.Repeat([]byte{3}, secret.KeySize))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.New(fs, box)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.TrackRepository(ctx, store.Repository{Owner: "octo", Name: "app", HookID: 1, WebhookSecret: []byte("s"), TrackedBy: "octo", Triggers: store.DefaultTriggers()}); err != nil {
+		t.Fatal(err)
+	}
+	return &env{ctx: ctx, store: st, now: time.Now()}
+}
+
+func (e *env) worker(t *testing.T, owner string, r Runner, pub Publisher, now time.Time) *Worker {
+	t.Helper()
+	w, err := New(Config{Owner: owner, Lease: time.Minute}, e.store, r, pub, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func (e *env) newJob(t *testing.T, delivery string) (*store.Job, job.Message) {
+	t.Helper()
+	const sha = "fd489864e7642b48eaad6e3f155c10e46810ec72"
+	j, err := e.store.CreateJob(e.ctx, store.Job{Owner: "octo", Name: "app", Ref: "refs/heads/main", SHA: sha, DeliveryID: delivery, Trigger: "push"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j, job.Message{Version: 1, JobID: j.ID, Repository: "octo/app", Ref: j.Ref, SHA: sha, DeliveryID: delivery, Trigger: job.TriggerPush, PublishedAt: e.now}
+}
+
+func TestDuplicateMessageRunsOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := &countingRunner{}
+	w := e.worker(t, "runner-a", r, &recordingPublisher{}, e.now)
+	j, m := e.newJob(t, "d-1")
+	for i := 1; i <= 3; i++ {
+		if err := w.Handle(e.ctx, m, queue.Delivery{Attempt: i}); err != nil {
+			t.Fatalf("delivery %d: %v", i, err)
+		}
+	}
+	if r.runs != 1 {
+		t.Errorf("pipeline ran %d times for one job delivered 3 times, want 1", r.runs)
+	}
+	got, err := e.store.Job(e.ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != store.StatusSucceeded || got.LeaseOwner != "" {
+		t.Errorf("job = %s (lease %q), want succeeded without a lease", got.Status, got.LeaseOwner)
+	}
+	h, err := e.store.JobEvents(e.ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.V1) != 2 {
+		t.Errorf("%d v1 events, want 2 (one run)", len(h.V1))
+	}
+}
+
+func TestFailedJob(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w := e.worker(t, "runner-a", &countingRunner{fail: true}, &recordingPublisher{}, e.now)
+	j, m := e.newJob(t, "d-f")
+	if err := w.Handle(e.ctx, m, queue.Delivery{Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := e.store.Job(e.ctx, j.ID)
+	if got.Status != store.StatusFailed || got.Error != "boom" {
+		t.Errorf("job = %s %q, want failed boom", got.Status, got.Error)
+	}
+}
+
+// TestRunnerDiedMidJob: a runner claims a job, records events and dies
+// (its lease is never renewed). The sweep republishes the job, and the
+// next runner ends it Failed with the reason instead of leaving it "In
+// Progress" forever.
+func TestRunnerDiedMidJob(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	j, m := e.newJob(t, "d-2")
+	// Runner A claims the job and records the start of the iteration.
+	if _, err := e.store.ClaimJob(e.ctx, j.ID, "runner-a", time.Minute, e.now); err != nil {
+		t.Fatal(err)
+	}
+	wr, err := store.NewJobWriter(e.store, j.JobRef(), 0, store.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := event.NewFactory(event.Job{ID: j.ID, Repository: "octo/app", Commit: j.SHA, Ref: j.Ref, Iteration: j.Iteration}, event.Plan{}, nil)
+	if err := wr.Emit(f.V1Meta(), f.V2Meta()); err != nil {
+		t.Fatal(err)
+	}
+	if err := wr.Emit(f.V1DevLoop(event.InProgress, nil), f.V2Task(event.TaskDevLoop, event.V2InProgress, nil)); err != nil {
+		t.Fatal(err)
+	}
+	if err := wr.Close(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// ... and dies. While its lease lasts, a redelivery is acknowledged
+	// without work.
+	r := &countingRunner{}
+	pub := &recordingPublisher{}
+	b := e.worker(t, "runner-b", r, pub, e.now.Add(10*time.Second))
+	if err := b.Handle(e.ctx, m, queue.Delivery{Attempt: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sweep(e.ctx); err != nil || len(pub.msgs) != 0 {
+		t.Fatalf("sweep during a live lease: %v, republished %d", err, len(pub.msgs))
+	}
+	// Two minutes later the lease has expired: the sweep puts it back.
+	later := e.worker(t, "runner-b", r, pub, e.now.Add(2*time.Minute))
+	if err := later.Sweep(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(pub.msgs) != 1 || pub.msgs[0].JobID != j.ID {
+		t.Fatalf("sweep republished %v, want job %s", pub.msgs, j.ID)
+	}
+	if err := later.Handle(e.ctx, pub.msgs[0], queue.Delivery{Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if r.runs != 0 {
+		t.Errorf("a half-done job was run again %d times", r.runs)
+	}
+	got, err := e.store.Job(e.ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != store.StatusFailed || got.Error == "" {
+		t.Errorf("job after takeover = %s %q, want failed with a reason", got.Status, got.Error)
+	}
+	h, err := e.store.JobEvents(e.ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := h.V1[len(h.V1)-1].GetEvent().GetDevLoopEvent()
+	if last.GetStatus() != event.Failed || last.GetErr().GetMessage() == "" {
+		t.Errorf("last v1 event = %v, want DevLoop Failed with a message", h.V1[len(h.V1)-1])
+	}
+	if n := countDevLoop(h.V1); n != 2 {
+		t.Errorf("%d DevLoop events, want 2 (In Progress, Failed)", n)
+	}
+}
+
+func countDevLoop(es []*v1pb.LogEntry) int {
+	n := 0
+	for _, e := range es {
+		if e.GetEvent().GetDevLoopEvent() != nil {
+			n++
+		}
+	}
+	return n
+}
+
+func TestUnknownJobIsAcknowledged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	w := e.worker(t, "runner-a", &countingRunner{}, &recordingPublisher{}, e.now)
+	m := job.Message{Version: 1, JobID: "nope", Repository: "octo/app", Ref: "refs/heads/main", SHA: "fd489864e7642b48eaad6e3f155c10e46810ec72", DeliveryID: "x", Trigger: job.TriggerPush, PublishedAt: e.now}
+	if err := w.Handle(e.ctx, m, queue.Delivery{}); err != nil {
+		t.Errorf("Handle(unknown job) = %v, want nil (acknowledged)", err)
+	}
+}
