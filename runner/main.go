@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/docker/docker/client"
 	"k8s.io/client-go/kubernetes"
@@ -149,7 +151,10 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return fmt.Errorf("KUBECONFIG: %w", err)
 	}
-	pl, err := pipeline.New(pipeline.Config{WorkDir: cfg.workDir, StatusCheckDeadline: cfg.statusDeadline},
+	pl, err := pipeline.New(pipeline.Config{WorkDir: cfg.workDir, StatusCheckDeadline: cfg.statusDeadline,
+		RegistryAuth: googleRegistryAuth(func(ctx context.Context) (oauth2.TokenSource, error) {
+			return google.DefaultTokenSource(ctx, "https://www.googleapis.com/auth/cloud-platform")
+		})},
 		src, build.New(docker), dep, rollout.New(kube), nil)
 	if err != nil {
 		return err
@@ -166,4 +171,25 @@ func run(ctx context.Context, getenv func(string) string) error {
 	err = w.Run(ctx, sub)
 	log.Info("runner stopped")
 	return err
+}
+
+// googleRegistryAuth returns push credentials for Google's registries
+// (Artifact Registry *-docker.pkg.dev and gcr.io): the runner's own Google
+// access token, as "oauth2accesstoken". Other registries are pushed to
+// anonymously. Credentials are looked up only when such a push happens.
+func googleRegistryAuth(source func(context.Context) (oauth2.TokenSource, error)) func(context.Context, string) (string, string, error) {
+	return func(ctx context.Context, host string) (string, string, error) {
+		if !strings.HasSuffix(host, "-docker.pkg.dev") && host != "gcr.io" && !strings.HasSuffix(host, ".gcr.io") {
+			return "", "", nil
+		}
+		ts, err := source(ctx)
+		if err != nil {
+			return "", "", fmt.Errorf("google credentials for %s: %w", host, err)
+		}
+		tok, err := ts.Token()
+		if err != nil {
+			return "", "", fmt.Errorf("google access token for %s: %w", host, err)
+		}
+		return "oauth2accesstoken", tok.AccessToken, nil
+	}
 }

@@ -58,6 +58,8 @@ func (f *Factory) V1DevLoop(status string, info *ErrorInfo) *v1pb.LogEntry {
 		entry = "Update initiated"
 	case Succeeded:
 		entry = "Update succeeded"
+	case Canceled:
+		entry = "Update canceled"
 	case Failed:
 		code := enumspb.StatusCode_UNKNOWN_ERROR
 		if info != nil {

@@ -49,6 +49,9 @@ type Config struct {
 	WorkDir string
 	// StatusCheckDeadline bounds the rollout check; 0 means 10 minutes.
 	StatusCheckDeadline time.Duration
+	// RegistryAuth returns the credentials for pushing to a registry host;
+	// nil pushes anonymously.
+	RegistryAuth func(ctx context.Context, host string) (user, password string, err error)
 }
 
 // Pipeline runs jobs. It is safe for concurrent use.
@@ -141,7 +144,7 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 		res, err := p.builder.Build(ctx, build.Request{
 			ContextDir: filepath.Join(repoDir, filepath.FromSlash(u.Docker.Directory)),
 			Dockerfile: u.Docker.Dockerfile, Tag: u.Docker.Tag, Args: u.Docker.Args,
-			Target: u.Docker.Target, Push: u.Docker.Push,
+			Target: u.Docker.Target, Push: u.Docker.Push, Auth: p.cfg.RegistryAuth,
 		}, func(line string) { e.log(event.TaskBuild, name, line) })
 		if err != nil {
 			info := buildError(err)

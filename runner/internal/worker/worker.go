@@ -174,6 +174,29 @@ func (w *Worker) run(ctx context.Context, j *store.Job, log *slog.Logger) (store
 		return store.StatusFailed, msg, nil
 	}
 
+	// A newer push to the same ref supersedes this one: building it
+	// would only deploy an older commit over a newer one.
+	if newer, err := w.newerJob(ctx, j); err != nil {
+		closeWriter()
+		return "", "", err
+	} else if newer != "" {
+		msg := "superseded by job " + newer + ", a newer push to " + j.Ref
+		f := event.NewFactory(ej, event.Plan{}, w.now)
+		info := &event.ErrorInfo{Code: enumspb.StatusCode_OK, Message: msg}
+		err := writer.Emit(f.V1Meta(), f.V2Meta())
+		if err == nil {
+			err = writer.Emit(f.V1DevLoop(event.Canceled, info), f.V2Task(event.TaskDevLoop, event.V2Canceled, info))
+		}
+		if cerr := closeWriter(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", "", fmt.Errorf("record the end of job %s: %w", j.ID, err)
+		}
+		log.InfoContext(ctx, "job superseded", "by", newer)
+		return store.StatusCanceled, msg, nil
+	}
+
 	repo, err := w.store.Repository(ctx, j.Owner, j.Name)
 	if err != nil {
 		closeWriter()
@@ -207,6 +230,21 @@ func (w *Worker) run(ctx context.Context, j *store.Job, log *slog.Logger) (store
 		return store.StatusSucceeded, "built; deploy pending: auto-deploy is off", nil
 	}
 	return store.StatusSucceeded, "", nil
+}
+
+// newerJob returns the id of a newer job for the same ref that is queued,
+// running or done, or "".
+func (w *Worker) newerJob(ctx context.Context, j *store.Job) (string, error) {
+	recent, err := w.store.Jobs(ctx, j.Owner, j.Name, 20)
+	if err != nil {
+		return "", fmt.Errorf("list jobs of %s/%s: %w", j.Owner, j.Name, err)
+	}
+	for _, o := range recent {
+		if o.Iteration > j.Iteration && o.Ref == j.Ref && o.Status != store.StatusPending && o.Status != store.StatusCanceled {
+			return o.ID, nil
+		}
+	}
+	return "", nil
 }
 
 func eventJob(j *store.Job) event.Job {

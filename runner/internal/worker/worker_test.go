@@ -137,6 +137,36 @@ func TestDuplicateMessageRunsOnce(t *testing.T) {
 	}
 }
 
+func TestNewerPushSupersedes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := &countingRunner{}
+	w := e.worker(t, "runner-a", r, &recordingPublisher{}, e.now)
+	old, oldMsg := e.newJob(t, "d-old")
+	_, newMsg := e.newJob(t, "d-new")
+	// The newer job's message arrives first; the older one's afterwards.
+	if err := w.Handle(e.ctx, newMsg, queue.Delivery{Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Handle(e.ctx, oldMsg, queue.Delivery{Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if r.runs != 1 {
+		t.Errorf("pipeline ran %d times, want 1 (the older push superseded)", r.runs)
+	}
+	got, _ := e.store.Job(e.ctx, old.ID)
+	if got.Status != store.StatusCanceled || got.Error == "" {
+		t.Errorf("older job = %s %q, want canceled as superseded", got.Status, got.Error)
+	}
+	h, err := e.store.JobEvents(e.ctx, old.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := h.V1[len(h.V1)-1].GetEvent().GetDevLoopEvent(); last.GetStatus() != event.Canceled {
+		t.Errorf("older job's last event = %v, want DevLoop Canceled", h.V1[len(h.V1)-1])
+	}
+}
+
 func TestFailedJob(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
