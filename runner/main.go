@@ -16,10 +16,10 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/google"
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/docker/docker/client"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -151,7 +151,12 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return fmt.Errorf("KUBECONFIG: %w", err)
 	}
+	host, _ := os.Hostname()
+	owner := fmt.Sprintf("%s/%d", host, os.Getpid())
 	pl, err := pipeline.New(pipeline.Config{WorkDir: cfg.workDir, StatusCheckDeadline: cfg.statusDeadline,
+		LockRelease: func(ctx context.Context, key string, hold time.Duration) (func(), error) {
+			return st.LockRelease(ctx, key, owner, hold, time.Second)
+		},
 		RegistryAuth: googleRegistryAuth(func(ctx context.Context) (oauth2.TokenSource, error) {
 			return google.DefaultTokenSource(ctx, "https://www.googleapis.com/auth/cloud-platform")
 		})},
@@ -161,8 +166,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 	pub := queue.NewPublisher(ps, cfg.topic)
 	defer pub.Stop()
-	host, _ := os.Hostname()
-	w, err := worker.New(worker.Config{Owner: fmt.Sprintf("%s/%d", host, os.Getpid())}, st, pl, pub, log, nil)
+	w, err := worker.New(worker.Config{Owner: owner}, st, pl, pub, log, nil)
 	if err != nil {
 		return err
 	}

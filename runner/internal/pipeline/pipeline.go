@@ -49,6 +49,10 @@ type Config struct {
 	WorkDir string
 	// StatusCheckDeadline bounds the rollout check; 0 means 10 minutes.
 	StatusCheckDeadline time.Duration
+	// LockRelease takes a lock that keeps other runners from running Helm
+	// on the release (key "namespace/release") for at most hold; nil means
+	// only this process's own serialization applies.
+	LockRelease func(ctx context.Context, key string, hold time.Duration) (unlock func(), err error)
 	// RegistryAuth returns the credentials for pushing to a registry host;
 	// nil pushes anonymously.
 	RegistryAuth func(ctx context.Context, host string) (user, password string, err error)
@@ -200,7 +204,18 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 		for _, v := range u.Helm.Values {
 			req.ValuesFiles = append(req.ValuesFiles, filepath.Join(repoDir, filepath.FromSlash(v)))
 		}
+		unlock := func() {}
+		if p.cfg.LockRelease != nil {
+			key := req.Namespace + "/" + req.Release
+			e.log(event.TaskDeploy, event.SubtaskNone, "Waiting for the release lock of "+key)
+			if unlock, err = p.cfg.LockRelease(ctx, key, req.Timeout+time.Minute); err != nil {
+				info := &event.ErrorInfo{Code: enumspb.StatusCode_DEPLOY_CANCELLED, Message: "could not lock release " + key + ": " + err.Error()}
+				e.emit(f.V1Deploy(event.Failed, info), f.V2Deploy(event.V2Failed, info), f.V2Task(event.TaskDeploy, event.V2Failed, info))
+				return fail(info)
+			}
+		}
 		res, err := p.deployer.Deploy(ctx, req, func(line string) { e.log(event.TaskDeploy, event.SubtaskNone, line) })
+		unlock()
 		if err != nil {
 			info := deployError(err)
 			e.emit(f.V1Deploy(event.Failed, info), f.V2Deploy(event.V2Failed, info), f.V2Task(event.TaskDeploy, event.V2Failed, info))

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"context"
 	"io"
 	"log"
 	"log/slog"
@@ -78,7 +79,10 @@ func TestJobEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pl, err := pipeline.New(pipeline.Config{WorkDir: t.TempDir(), StatusCheckDeadline: time.Minute}, src, build.New(docker), dep, rollout.New(kube), nil)
+	pl, err := pipeline.New(pipeline.Config{WorkDir: t.TempDir(), StatusCheckDeadline: time.Minute,
+		LockRelease: func(ctx context.Context, key string, hold time.Duration) (func(), error) {
+			return e.store.LockRelease(ctx, key, "runner-e2e", hold, 100*time.Millisecond)
+		}}, src, build.New(docker), dep, rollout.New(kube), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
