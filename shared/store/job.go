@@ -83,6 +83,10 @@ type Job struct {
 	// published must be published again (see MarkJobPublished).
 	PublishedAt time.Time
 	MessageID   string
+	// HandedBack reports that the last runner gave the job back unfinished
+	// (it was shutting down), so the next claim runs it again rather than
+	// treating it as abandoned.
+	HandedBack bool
 }
 
 // JobRef returns the job's identity for writing events.
@@ -111,6 +115,7 @@ type jobDoc struct {
 	Error        string    `firestore:"error"`
 	PublishedAt  time.Time `firestore:"published_at,omitempty"`
 	MessageID    string    `firestore:"message_id"`
+	HandedBack   bool      `firestore:"handed_back"`
 }
 
 func toJobDoc(j *Job) jobDoc {
@@ -122,7 +127,7 @@ func toJobDoc(j *Job) jobDoc {
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 		FinishedBy: j.FinishedBy, LeaseOwner: j.LeaseOwner, LeaseExpires: j.LeaseExpires,
 		Attempts: int64(j.Attempts), Error: j.Error,
-		PublishedAt: j.PublishedAt, MessageID: j.MessageID,
+		PublishedAt: j.PublishedAt, MessageID: j.MessageID, HandedBack: j.HandedBack,
 	}
 }
 
@@ -139,7 +144,7 @@ func jobFromSnap(snap *firestore.DocumentSnapshot) (*Job, error) {
 		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt,
 		FinishedBy: d.FinishedBy, LeaseOwner: d.LeaseOwner, LeaseExpires: d.LeaseExpires,
 		Attempts: int(d.Attempts), Error: d.Error,
-		PublishedAt: d.PublishedAt, MessageID: d.MessageID,
+		PublishedAt: d.PublishedAt, MessageID: d.MessageID, HandedBack: d.HandedBack,
 	}, nil
 }
 
@@ -408,6 +413,7 @@ func (s *Store) ClaimJob(ctx context.Context, id, owner string, lease time.Durat
 			{Path: "lease_owner", Value: owner},
 			{Path: "lease_expires", Value: j.LeaseExpires},
 			{Path: "attempts", Value: int64(j.Attempts)},
+			{Path: "handed_back", Value: false},
 		}
 		if j.StartedAt.IsZero() {
 			j.StartedAt = now
@@ -420,6 +426,40 @@ func (s *Store) ClaimJob(ctx context.Context, id, owner string, lease time.Durat
 		return nil, fmt.Errorf("claim job %s: %w", id, translate(err))
 	}
 	return claimed, nil
+}
+
+// HandBackJob returns a running job to the queued state, unfinished, and
+// marks it handed back so the next claim runs it again: a runner calls it
+// when it shuts down in the middle of the job. Only the lease owner may
+// hand a job back (ErrLeaseLost otherwise).
+func (s *Store) HandBackJob(ctx context.Context, id, owner string) error {
+	if err := checkID("job id", id); err != nil {
+		return fmt.Errorf("hand back job: %w", err)
+	}
+	ref := s.jobRef(id)
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if err != nil {
+			return err
+		}
+		j, err := jobFromSnap(snap)
+		if err != nil {
+			return err
+		}
+		if j.Status != StatusRunning || j.LeaseOwner != owner {
+			return ErrLeaseLost
+		}
+		return tx.Update(ref, []firestore.Update{
+			{Path: "status", Value: string(StatusQueued)},
+			{Path: "lease_owner", Value: ""},
+			{Path: "lease_expires", Value: firestore.Delete},
+			{Path: "handed_back", Value: true},
+		})
+	})
+	if err != nil {
+		return fmt.Errorf("hand back job %s: %w", id, translate(err))
+	}
+	return nil
 }
 
 // RenewLease extends owner's lease on the job to now+lease. It returns

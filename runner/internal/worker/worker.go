@@ -25,6 +25,13 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
 )
 
+// handBack is the pseudo-status of a job interrupted by shutdown.
+const handBack store.JobStatus = "hand-back"
+
+// errHandedBack nacks the message of a job handed back at shutdown, so
+// Pub/Sub delivers it again.
+var errHandedBack = errors.New("job handed back: the runner is shutting down")
+
 // Runner runs one job's pipeline.
 type Runner interface {
 	Run(ctx context.Context, j pipeline.Job, sink pipeline.Sink) (pipeline.Outcome, error)
@@ -95,6 +102,7 @@ func (w *Worker) Handle(ctx context.Context, m job.Message, d queue.Delivery) er
 		return fmt.Errorf("claim job %s: %w", m.JobID, err)
 	}
 
+	shutdown := ctx // done when the runner stops receiving
 	ctx, cancel := context.WithTimeout(ctx, w.cfg.JobTimeout)
 	defer cancel()
 	renewDone := make(chan struct{})
@@ -104,9 +112,18 @@ func (w *Worker) Handle(ctx context.Context, m job.Message, d queue.Delivery) er
 	}()
 	defer func() { cancel(); <-renewDone }()
 
-	status, msg, err := w.run(ctx, j, log)
+	status, msg, err := w.run(ctx, shutdown, j, log)
 	if err != nil {
 		return err
+	}
+	if status == handBack {
+		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer hcancel()
+		if err := w.store.HandBackJob(hctx, j.ID, w.cfg.Owner); err != nil {
+			return fmt.Errorf("hand back job %s: %w", j.ID, err)
+		}
+		log.InfoContext(ctx, "runner shutting down: job handed back to the queue")
+		return errHandedBack
 	}
 	// Record the end even if the job's context ended (timeout, shutdown).
 	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -141,8 +158,9 @@ func (w *Worker) renew(ctx context.Context, cancel context.CancelFunc, id string
 	}
 }
 
-// run runs the claimed job and returns its final status.
-func (w *Worker) run(ctx context.Context, j *store.Job, log *slog.Logger) (store.JobStatus, string, error) {
+// run runs the claimed job and returns its final status; shutdown is done
+// when the runner stops receiving jobs.
+func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logger) (store.JobStatus, string, error) {
 	history, err := w.store.JobEvents(ctx, j.ID)
 	if err != nil {
 		return "", "", fmt.Errorf("read job %s events: %w", j.ID, err)
@@ -157,7 +175,7 @@ func (w *Worker) run(ctx context.Context, j *store.Job, log *slog.Logger) (store
 		return writer.Close(cctx)
 	}
 	ej := eventJob(j)
-	if history.NextChunk > 0 {
+	if history.NextChunk > 0 && !j.HandedBack {
 		// Taken over mid-run: end the iteration honestly.
 		msg := fmt.Sprintf("the runner working on this job stopped (attempt %d); the job was not finished", j.Attempts-1)
 		info := &event.ErrorInfo{Code: enumspb.StatusCode_UNKNOWN_ERROR, Message: msg,
@@ -217,6 +235,20 @@ func (w *Worker) run(ctx context.Context, j *store.Job, log *slog.Logger) (store
 		Job: ej, Owner: j.Owner, Name: j.Name, Before: j.Before, Token: token,
 		Triggers: event.Triggers{Build: repo.Triggers.AutoBuild, Deploy: repo.Triggers.AutoDeploy, Sync: repo.Triggers.AutoSync},
 	}, writer)
+	if shutdown.Err() != nil && runErr == nil && out.Err != nil {
+		// Interrupted by the runner's shutdown, not by the job itself:
+		// the job goes back to the queue and runs again elsewhere.
+		f := event.NewFactory(ej, event.Plan{}, w.now)
+		runErr = writer.Emit(nil, f.V2Log(event.TaskDevLoop, event.SubtaskNone, enumspb.LogLevel_WARN,
+			"Runner shutting down: the job goes back to the queue and runs again"))
+		if err := closeWriter(); runErr == nil {
+			runErr = err
+		}
+		if runErr != nil {
+			return "", "", fmt.Errorf("record events of job %s: %w", j.ID, runErr)
+		}
+		return handBack, "", nil
+	}
 	if err := closeWriter(); runErr == nil {
 		runErr = err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"cloud.google.com/go/firestore"
 
+	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
@@ -164,6 +165,51 @@ func TestNewerPushSupersedes(t *testing.T) {
 	}
 	if last := h.V1[len(h.V1)-1].GetEvent().GetDevLoopEvent(); last.GetStatus() != event.Canceled {
 		t.Errorf("older job's last event = %v, want DevLoop Canceled", h.V1[len(h.V1)-1])
+	}
+}
+
+// blockingRunner starts an iteration and then waits for its context, as a
+// long build interrupted by a shutdown would.
+type blockingRunner struct{ started chan struct{} }
+
+func (r *blockingRunner) Run(ctx context.Context, j pipeline.Job, sink pipeline.Sink) (pipeline.Outcome, error) {
+	f := event.NewFactory(j.Job, event.Plan{}, nil)
+	if err := sink.Emit(f.V1Meta(), f.V2Meta()); err != nil {
+		return pipeline.Outcome{}, err
+	}
+	close(r.started)
+	<-ctx.Done()
+	info := &event.ErrorInfo{Code: enumspb.StatusCode_BUILD_CANCELLED, Message: "canceled"}
+	return pipeline.Outcome{Err: info}, sink.Emit(f.V1DevLoop(event.Failed, info), nil)
+}
+
+func TestShutdownHandsTheJobBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	j, m := e.newJob(t, "d-sd")
+	br := &blockingRunner{started: make(chan struct{})}
+	a := e.worker(t, "runner-a", br, &recordingPublisher{}, e.now)
+	shutdown, stop := context.WithCancel(e.ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- a.Handle(shutdown, m, queue.Delivery{Attempt: 1}) }()
+	<-br.started
+	stop() // SIGTERM
+	if err := <-errc; err == nil {
+		t.Fatal("Handle of an interrupted job returned nil; want an error so the message is redelivered")
+	}
+	got, _ := e.store.Job(e.ctx, j.ID)
+	if got.Status != store.StatusQueued || !got.HandedBack || got.LeaseOwner != "" {
+		t.Fatalf("job after shutdown = %s handed back %v lease %q; want queued, handed back, no lease", got.Status, got.HandedBack, got.LeaseOwner)
+	}
+	// The redelivered message runs the job again on another runner.
+	r := &countingRunner{}
+	b := e.worker(t, "runner-b", r, &recordingPublisher{}, e.now)
+	if err := b.Handle(e.ctx, m, queue.Delivery{Attempt: 2}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = e.store.Job(e.ctx, j.ID)
+	if r.runs != 1 || got.Status != store.StatusSucceeded {
+		t.Errorf("after redelivery: %d runs, job %s; want 1 run, succeeded", r.runs, got.Status)
 	}
 }
 
