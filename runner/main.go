@@ -78,15 +78,8 @@ func loadConfig(getenv func(string) string) (config, error) {
 		bad("KGD_ENCRYPTION_KEY", err)
 	}
 	c.key = k
-	if s := env("KGD_ENCRYPTION_KEY_PREVIOUS", ""); s != "" {
-		for _, part := range strings.Split(s, ",") {
-			k, err := secret.ParseKey(strings.TrimSpace(part))
-			if err != nil {
-				bad("KGD_ENCRYPTION_KEY_PREVIOUS", err)
-				continue
-			}
-			c.previous = append(c.previous, k)
-		}
+	if c.previous, err = secret.ParseKeys(getenv("KGD_ENCRYPTION_KEY_PREVIOUS")); err != nil {
+		bad("KGD_ENCRYPTION_KEY_PREVIOUS", err)
 	}
 	if c.statusDeadline, err = time.ParseDuration(env("KGD_STATUS_CHECK_DEADLINE", "10m")); err != nil || c.statusDeadline <= 0 {
 		bad("KGD_STATUS_CHECK_DEADLINE", fmt.Errorf("%q is not a positive duration", getenv("KGD_STATUS_CHECK_DEADLINE")))

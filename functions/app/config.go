@@ -138,15 +138,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	} else {
 		c.EncryptionKey = k
 	}
-	if s := env("KGD_ENCRYPTION_KEY_PREVIOUS", ""); s != "" {
-		for _, part := range strings.Split(s, ",") {
-			k, err := secret.ParseKey(strings.TrimSpace(part))
-			if err != nil {
-				bad("KGD_ENCRYPTION_KEY_PREVIOUS", err)
-				continue
-			}
-			c.PreviousKeys = append(c.PreviousKeys, k)
-		}
+	prev, err := secret.ParseKeys(getenv("KGD_ENCRYPTION_KEY_PREVIOUS"))
+	c.PreviousKeys = prev
+	if err != nil {
+		bad("KGD_ENCRYPTION_KEY_PREVIOUS", err)
 	}
 	return c, errors.Join(errs...)
 }

@@ -98,6 +98,27 @@ func NewBox(primary []byte, previous ...[]byte) (*Box, error) {
 // not, surrounding white space ignored. It must decode to exactly KeySize
 // bytes. Errors wrap ErrKey and never contain the input.
 func ParseKey(s string) ([]byte, error) {
+	return parseKey(s)
+}
+
+// ParseKeys parses a comma-separated list of keys (as ParseKey does each),
+// such as the previous keys kept for rotation; an empty list is nil.
+func ParseKeys(list string) ([][]byte, error) {
+	var keys [][]byte
+	for part := range strings.SplitSeq(list, ",") {
+		if strings.TrimSpace(part) == "" {
+			continue
+		}
+		k, err := parseKey(part)
+		if err != nil {
+			return nil, fmt.Errorf("key %d of the list: %w", len(keys)+1, err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+func parseKey(s string) ([]byte, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return nil, fmt.Errorf("parse key: empty: %w", ErrKey)

@@ -237,3 +237,28 @@ func FuzzOpen(f *testing.F) {
 		}
 	})
 }
+
+func TestParseKeys(t *testing.T) {
+	k1 := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{1}, KeySize))
+	k2 := base64.RawURLEncoding.EncodeToString(bytes.Repeat([]byte{2}, KeySize))
+	tests := []struct {
+		in      string
+		want    int
+		wantErr bool
+	}{
+		{"", 0, false},
+		{k1, 1, false},
+		{k1 + ", " + k2, 2, false},
+		{k1 + ",,", 1, false},
+		{k1 + ",short", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseKeys(tt.in)
+		if (err != nil) != tt.wantErr || len(got) != tt.want {
+			t.Errorf("ParseKeys(%q) = %d keys, %v; want %d, error %v", tt.in, len(got), err, tt.want, tt.wantErr)
+		}
+		if err != nil && strings.Contains(err.Error(), "short") {
+			t.Errorf("error %q echoes the key", err)
+		}
+	}
+}
