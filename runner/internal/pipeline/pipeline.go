@@ -199,6 +199,8 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 			Release: u.Helm.Release, Namespace: u.Helm.Namespace,
 			ChartDir: filepath.Join(repoDir, filepath.FromSlash(u.Helm.Chart)),
 			Set:      imageValues(u, images), CreateNamespace: true,
+			// The pipeline checks the rollout itself (with events), so Helm
+			// never waits; a unit's wait decides whether that check runs.
 			Wait: false, Timeout: u.Helm.Timeout, Atomic: u.Helm.Atomic,
 		}
 		for _, v := range u.Helm.Values {
@@ -224,7 +226,10 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 		for _, r := range res.Resources {
 			e.log(event.TaskDeploy, event.SubtaskNone, fmt.Sprintf("Release %s revision %d applied %s", res.Release, res.Revision, r))
 		}
-		resources = append(resources, res.Resources...)
+		if u.Helm.Wait {
+			// wait = false in the file: deploy without checking the rollout.
+			resources = append(resources, res.Resources...)
+		}
 	}
 	e.emit(nil, f.V2Deploy(event.V2Succeeded, nil))
 

@@ -306,6 +306,20 @@ func TestPipeline(t *testing.T) {
 		}
 	})
 
+	t.Run("no-wait", func(t *testing.T) {
+		// wait = false: the release is deployed, its rollout not awaited,
+		// so even a Deployment that can never be ready does not fail the job.
+		j := e.push(t, "nowait", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "wait = false\nset = { \"nodeSelector.pool\" = \"none\" }\n"))
+		var rec recorder
+		out, err := e.p.Run(ctx, j, &rec)
+		if err != nil || out.Err != nil {
+			t.Fatalf("Run = %+v, %v", out.Err, err)
+		}
+		if got := rec.v1Seq(); strings.Contains(got, "Resource:") || !strings.HasSuffix(got, "StatusCheck:Succeeded Deploy:Complete DevLoop:Succeeded") {
+			t.Errorf("v1 events = %s; want no resource checks and success", got)
+		}
+	})
+
 	t.Run("failing-dockerfile", func(t *testing.T) {
 		j := e.push(t, "broken-build", e.repoFiles("FROM scratch\nRUN make\n", ""))
 		var rec recorder
