@@ -436,6 +436,21 @@ func (s *Store) HandBackJob(ctx context.Context, id, owner string) error {
 	if err := checkID("job id", id); err != nil {
 		return fmt.Errorf("hand back job: %w", err)
 	}
+	err := s.updateLeased(ctx, id, owner, []firestore.Update{
+		{Path: "status", Value: string(StatusQueued)},
+		{Path: "lease_owner", Value: ""},
+		{Path: "lease_expires", Value: firestore.Delete},
+		{Path: "handed_back", Value: true},
+	})
+	if err != nil {
+		return fmt.Errorf("hand back job %s: %w", id, err)
+	}
+	return nil
+}
+
+// updateLeased applies updates to a running job in a transaction, if owner
+// holds its lease; ErrLeaseLost otherwise.
+func (s *Store) updateLeased(ctx context.Context, id, owner string, updates []firestore.Update) error {
 	ref := s.jobRef(id)
 	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		snap, err := tx.Get(ref)
@@ -449,17 +464,9 @@ func (s *Store) HandBackJob(ctx context.Context, id, owner string) error {
 		if j.Status != StatusRunning || j.LeaseOwner != owner {
 			return ErrLeaseLost
 		}
-		return tx.Update(ref, []firestore.Update{
-			{Path: "status", Value: string(StatusQueued)},
-			{Path: "lease_owner", Value: ""},
-			{Path: "lease_expires", Value: firestore.Delete},
-			{Path: "handed_back", Value: true},
-		})
+		return tx.Update(ref, updates)
 	})
-	if err != nil {
-		return fmt.Errorf("hand back job %s: %w", id, translate(err))
-	}
-	return nil
+	return translate(err)
 }
 
 // RenewLease extends owner's lease on the job to now+lease. It returns
@@ -472,23 +479,8 @@ func (s *Store) RenewLease(ctx context.Context, id, owner string, lease time.Dur
 	if owner == "" || lease <= 0 {
 		return fmt.Errorf("renew lease of job %s: empty owner or non-positive lease: %w", id, ErrInvalid)
 	}
-	ref := s.jobRef(id)
-	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		snap, err := tx.Get(ref)
-		if err != nil {
-			return err
-		}
-		j, err := jobFromSnap(snap)
-		if err != nil {
-			return err
-		}
-		if j.Status != StatusRunning || j.LeaseOwner != owner {
-			return ErrLeaseLost
-		}
-		return tx.Update(ref, []firestore.Update{{Path: "lease_expires", Value: now.Add(lease)}})
-	})
-	if err != nil {
-		return fmt.Errorf("renew lease of job %s: %w", id, translate(err))
+	if err := s.updateLeased(ctx, id, owner, []firestore.Update{{Path: "lease_expires", Value: now.Add(lease)}}); err != nil {
+		return fmt.Errorf("renew lease of job %s: %w", id, err)
 	}
 	return nil
 }

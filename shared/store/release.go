@@ -66,6 +66,10 @@ func (s *Store) LockRelease(ctx context.Context, key, owner string, hold, poll t
 				})
 			}, nil
 		}
+		if ctx.Err() != nil {
+			// The RPC may report the end of ctx as its own status error.
+			return nil, fmt.Errorf("lock release %s: %w", key, ctx.Err())
+		}
 		if !errors.Is(err, ErrLeased) {
 			return nil, fmt.Errorf("lock release %s: %w", key, translate(err))
 		}
