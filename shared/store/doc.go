@@ -20,14 +20,15 @@
 //	              (GitHub names are case  webhook_secret (sealed), tracked_by,            untrack, triggers);     change; once per job created
 //	              insensitive)            tracked_at, triggers{auto_build, auto_deploy,   CreateJob               (push rate of one repository)
 //	                                      auto_sync}, next_iteration, latest_job_id,
-//	                                      pending_job_id
+//	                                      pending_job_id, pending_deploy_job_id           Execute (control.go)
 //	tokens        login, lowercase        login, token (sealed), scopes, created_at       OAuth callback          once per login
 //	deliveries    GitHub delivery id      job_id, created_at, expire_at (TTL, +7 days)    CreateJob               once per webhook delivery
 //	jobs          job id (random)         repo, owner, name, ref, sha, before,            CreateJob, runner       create; claim; lease renewal
 //	                                      delivery_id, trigger, iteration, status,        (ClaimJob, RenewLease,  every lease/3; finish
 //	                                      created_at, started_at, finished_at,            FinishJob)
-//	                                      finished_by, lease_owner, lease_expires,
-//	                                      attempts, error
+//	                                      finished_by, lease_owner, lease_expires,        Execute (control.go),
+//	                                      attempts, error, force_deploy, deploy_of,       MarkDeployPending
+//	                                      images, deploy_pending
 //	events        {job id}-{chunk:08d}    repo, job_id, iteration, chunk, created         JobWriter (runner)      one document per chunk of up
 //	                                      (server time), v1 [bytes] (v1pb.LogEntry),                              to 100 events, at most one per
 //	                                      v2 [bytes] (v2pb.Event)                                                 FlushInterval (250 ms) per job

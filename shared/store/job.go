@@ -87,6 +87,23 @@ type Job struct {
 	// (it was shutting down), so the next claim runs it again rather than
 	// treating it as abandoned.
 	HandedBack bool
+	// ForceDeploy makes the runner deploy what it builds even while the
+	// repository's auto-deploy is off: an Execute request asked for both
+	// build and deploy (see ReleasePendingJob).
+	ForceDeploy bool
+	// DeployOf is the id of the job whose built images this job deploys;
+	// non-empty means a deploy-only job, which builds nothing (see
+	// CreateDeployJob). CreateJob clears it.
+	DeployOf string
+	// Images maps each unit name to the "tag@digest" reference of its
+	// image: for a job that built and left its deploy pending, what it
+	// pushed (MarkDeployPending); for a deploy-only job, what it deploys.
+	// CreateJob clears it.
+	Images map[string]string
+	// DeployPending reports that the job built its images but did not
+	// deploy them because auto-deploy is off (MarkDeployPending).
+	// CreateJob clears it.
+	DeployPending bool
 }
 
 // JobRef returns the job's identity for writing events.
@@ -116,6 +133,11 @@ type jobDoc struct {
 	PublishedAt  time.Time `firestore:"published_at,omitempty"`
 	MessageID    string    `firestore:"message_id"`
 	HandedBack   bool      `firestore:"handed_back"`
+	ForceDeploy  bool      `firestore:"force_deploy"`
+	DeployOf     string    `firestore:"deploy_of"`
+	// Images is omitted when empty; jobFromSnap reads an empty map as nil.
+	Images        map[string]string `firestore:"images,omitempty"`
+	DeployPending bool              `firestore:"deploy_pending"`
 }
 
 func toJobDoc(j *Job) jobDoc {
@@ -128,6 +150,7 @@ func toJobDoc(j *Job) jobDoc {
 		FinishedBy: j.FinishedBy, LeaseOwner: j.LeaseOwner, LeaseExpires: j.LeaseExpires,
 		Attempts: int64(j.Attempts), Error: j.Error,
 		PublishedAt: j.PublishedAt, MessageID: j.MessageID, HandedBack: j.HandedBack,
+		ForceDeploy: j.ForceDeploy, DeployOf: j.DeployOf, Images: j.Images, DeployPending: j.DeployPending,
 	}
 }
 
@@ -145,7 +168,17 @@ func jobFromSnap(snap *firestore.DocumentSnapshot) (*Job, error) {
 		FinishedBy: d.FinishedBy, LeaseOwner: d.LeaseOwner, LeaseExpires: d.LeaseExpires,
 		Attempts: int(d.Attempts), Error: d.Error,
 		PublishedAt: d.PublishedAt, MessageID: d.MessageID, HandedBack: d.HandedBack,
+		ForceDeploy: d.ForceDeploy, DeployOf: d.DeployOf, Images: nilIfEmpty(d.Images), DeployPending: d.DeployPending,
 	}, nil
+}
+
+// nilIfEmpty returns m, or nil if m is empty, so a job without images
+// reads the same whether its images field is missing or an empty map.
+func nilIfEmpty(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return m
 }
 
 type deliveryDoc struct {
@@ -168,7 +201,9 @@ func (s *Store) jobRef(id string) *firestore.DocumentRef {
 // *DuplicateDeliveryError (matching ErrDuplicateDelivery) naming the first
 // job. It returns ErrNotFound if the repository is not tracked and
 // ErrAlreadyExists if a job with j.ID exists. The returned Job is j as
-// stored.
+// stored: the life-cycle and lease fields, DeployOf, Images and
+// DeployPending are cleared (deploy-only jobs come from CreateDeployJob);
+// ForceDeploy is kept.
 func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 	if err := checkRepo(j.Owner, j.Name); err != nil {
 		return nil, fmt.Errorf("create job: %w", err)
@@ -197,6 +232,10 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 	j.StartedAt, j.FinishedAt, j.FinishedBy = time.Time{}, time.Time{}, ""
 	j.LeaseOwner, j.LeaseExpires, j.Attempts, j.Error = "", time.Time{}, 0, ""
 	j.PublishedAt, j.MessageID = time.Time{}, ""
+	// Deploy-only jobs and their images come only from CreateDeployJob,
+	// and deploy_pending only from the runner (MarkDeployPending).
+	// ForceDeploy is a request, which a caller may make.
+	j.DeployOf, j.Images, j.DeployPending = "", nil, false
 
 	repoRef := s.repoRef(j.Owner, j.Name)
 	jobRef := s.jobRef(j.ID)

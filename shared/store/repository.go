@@ -33,6 +33,10 @@ type Repository struct {
 	// PendingJobID is the newest job waiting for Execute because
 	// auto-build is off, if any.
 	PendingJobID string
+	// PendingDeployJobID is the newest job that built images but left
+	// their deploy to an Execute request because auto-deploy is off, if
+	// any (see MarkDeployPending and CreateDeployJob).
+	PendingDeployJobID string
 }
 
 // Key returns the repository's document id (see RepoKey).
@@ -62,6 +66,8 @@ type repositoryDoc struct {
 	NextIteration int64       `firestore:"next_iteration"`
 	LatestJobID   string      `firestore:"latest_job_id"`
 	PendingJobID  string      `firestore:"pending_job_id"`
+	// Written by MarkDeployPending and CreateDeployJob.
+	PendingDeployJobID string `firestore:"pending_deploy_job_id"`
 }
 
 // triggersDoc uses pointers so a missing field reads as on.
@@ -199,16 +205,17 @@ func (s *Store) repositoryFromSnap(snap *firestore.DocumentSnapshot) (*Repositor
 		return nil, fmt.Errorf("webhook secret: %w", err)
 	}
 	return &Repository{
-		Owner:         d.Owner,
-		Name:          d.Name,
-		HookID:        d.HookID,
-		WebhookSecret: plain,
-		TrackedBy:     d.TrackedBy,
-		TrackedAt:     d.TrackedAt,
-		Triggers:      d.Triggers.triggers(),
-		NextIteration: int(d.NextIteration),
-		LatestJobID:   d.LatestJobID,
-		PendingJobID:  d.PendingJobID,
+		Owner:              d.Owner,
+		Name:               d.Name,
+		HookID:             d.HookID,
+		WebhookSecret:      plain,
+		TrackedBy:          d.TrackedBy,
+		TrackedAt:          d.TrackedAt,
+		Triggers:           d.Triggers.triggers(),
+		NextIteration:      int(d.NextIteration),
+		LatestJobID:        d.LatestJobID,
+		PendingJobID:       d.PendingJobID,
+		PendingDeployJobID: d.PendingDeployJobID,
 	}, nil
 }
 

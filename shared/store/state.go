@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -104,17 +105,44 @@ func (s *Store) State(ctx context.Context, owner, name string) (*RepoState, erro
 	if err != nil {
 		return nil, fmt.Errorf("get state of %s/%s: %w", owner, name, translate(err))
 	}
+	st, err := decodeState(snap)
+	if err != nil {
+		return nil, fmt.Errorf("get state of %s/%s: %w", owner, name, err)
+	}
+	return st, nil
+}
+
+func decodeState(snap *firestore.DocumentSnapshot) (*RepoState, error) {
 	var d stateDoc
 	if err := snap.DataTo(&d); err != nil {
-		return nil, fmt.Errorf("get state of %s/%s: decode: %w", owner, name, err)
+		return nil, fmt.Errorf("decode: %w", err)
 	}
 	st := &RepoState{JobID: d.JobID, Iteration: int(d.Iteration), Updated: d.Updated, Version: d.Version}
 	st.V1, st.V2 = new(v1pb.State), new(v2pb.State)
 	if err := proto.Unmarshal(d.V1, st.V1); err != nil {
-		return nil, fmt.Errorf("get state of %s/%s: v1: %w", owner, name, err)
+		return nil, fmt.Errorf("v1: %w", err)
 	}
 	if err := proto.Unmarshal(d.V2, st.V2); err != nil {
-		return nil, fmt.Errorf("get state of %s/%s: v2: %w", owner, name, err)
+		return nil, fmt.Errorf("v2: %w", err)
 	}
 	return st, nil
+}
+
+// LatestState returns the most recently written state of any repository
+// and the repository's owner and name, or ErrNotFound if no job ever
+// recorded one.
+func (s *Store) LatestState(ctx context.Context) (owner, name string, st *RepoState, err error) {
+	docs, err := s.client.Collection(StatesCollection).OrderBy("updated", firestore.Desc).Limit(1).Documents(ctx).GetAll()
+	if err != nil {
+		return "", "", nil, fmt.Errorf("get latest state: %w", translate(err))
+	}
+	if len(docs) == 0 {
+		return "", "", nil, fmt.Errorf("get latest state: %w", ErrNotFound)
+	}
+	owner, name, _ = strings.Cut(docs[0].Ref.ID, "~")
+	st, err = decodeState(docs[0])
+	if err != nil {
+		return "", "", nil, fmt.Errorf("get latest state: %w", err)
+	}
+	return owner, name, st, nil
 }
