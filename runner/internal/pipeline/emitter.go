@@ -70,3 +70,16 @@ func (e *emitter) setArtifact(name, ref string) {
 		b2.Additional[name] = ref
 	}
 }
+
+// setBuilt shows an artifact built by an earlier job as complete in both
+// states, with its reference (see setArtifact), as a deploy-only job's
+// states would read in Skaffold, whose state outlives the build.
+func (e *emitter) setBuilt(name, ref string) {
+	if b1 := e.s1.GetBuildState(); b1.GetArtifacts() != nil {
+		b1.Artifacts[name] = event.Complete
+	}
+	if b2 := e.s2.GetBuildState(); b2.GetArtifacts() != nil {
+		b2.Artifacts[name] = event.V2Succeeded
+	}
+	e.setArtifact(name, ref)
+}

@@ -88,18 +88,35 @@ type Job struct {
 	Owner, Name string
 	Before      string
 	Token       string // GitHub token for private repositories; may be empty
-	Triggers    event.Triggers
+	// Triggers are the repository's switches, shown in the state
+	// (autoTrigger). With Triggers.Deploy off the iteration ends after the
+	// build with the deploy pending, unless ForceDeploy is set.
+	Triggers event.Triggers
+	// ForceDeploy deploys what the job builds although Triggers.Deploy is
+	// off: an Execute request asked for build and deploy.
+	ForceDeploy bool
+	// Images, when non-nil, makes the job deploy-only: nothing is built
+	// and each unit's chart gets the image recorded here (unit name →
+	// "tag@digest", the Outcome.Images of the job that built it), whatever
+	// Triggers.Deploy says. A unit with a docker action and no entry fails
+	// the job with DEPLOY_NO_MATCHING_BUILD.
+	Images map[string]string
 }
 
 // Outcome is how a job ended. Err is nil on success.
 type Outcome struct {
 	Err *event.ErrorInfo
 	// Artifacts maps each built image (without tag) to the pushed
-	// "tag@digest" reference.
+	// "tag@digest" reference; for a deploy-only job, each deployed one.
 	Artifacts map[string]string
+	// Images maps each unit name to the same "tag@digest" reference: what
+	// a later deploy-only job deploys (Job.Images).
+	Images map[string]string
 	// DeployPending reports that the images were built but not deployed
 	// because the repository's automatic deploys are off.
 	DeployPending bool
+	// Deployed reports that Helm releases were deployed (and checked).
+	Deployed bool
 }
 
 // Run runs j, sending its events to sink. It returns the outcome; the
@@ -121,9 +138,17 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 	}
 	e := newEmitter(event.NewFactory(j.Job, plan, p.now), sink, j.Triggers)
 	f := e.f
+	out := Outcome{Artifacts: map[string]string{}, Images: map[string]string{}}
+	images := map[string]build.Result{}
+	deployOnly := j.Images != nil
+	var noBuild *event.ErrorInfo
+	if deployOnly && prepErr == nil {
+		// Before the first event, so every state shows the images as
+		// built, as Skaffold's state does after the build.
+		noBuild = recordedImages(cfg.Units, j.Images, images, &out, e)
+	}
 	e.emit(f.V1Meta(), f.V2Meta())
 	e.emit(f.V1DevLoop(event.InProgress, nil), f.V2Task(event.TaskDevLoop, event.V2InProgress, nil))
-	out := Outcome{Artifacts: map[string]string{}}
 	fail := func(info *event.ErrorInfo) (Outcome, error) {
 		e.emit(f.V1DevLoop(event.Failed, info), f.V2Task(event.TaskDevLoop, event.V2Failed, info))
 		out.Err = info
@@ -134,48 +159,27 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 		return fail(prepErr)
 	}
 
-	// Build, in file order; docker runs before helm for every unit.
-	images := map[string]build.Result{}
-	if len(plan.Artifacts) > 0 {
-		e.emit(nil, f.V2Task(event.TaskBuild, event.V2InProgress, nil))
-	}
-	for _, u := range cfg.Units {
-		if u.Docker == nil {
-			continue
+	if deployOnly {
+		// An Execute deploy intent: the images were built by an earlier
+		// job; no build events, and the deploy runs whatever the triggers.
+		if noBuild != nil {
+			e.emit(f.V1Deploy(event.InProgress, nil), f.V2Task(event.TaskDeploy, event.V2InProgress, nil), f.V2Deploy(event.V2InProgress, nil))
+			e.emit(f.V1Deploy(event.Failed, noBuild), f.V2Deploy(event.V2Failed, noBuild), f.V2Task(event.TaskDeploy, event.V2Failed, noBuild))
+			return fail(noBuild)
 		}
-		name := imageName(u.Docker.Tag)
-		e.emit(f.V1Build(name, event.InProgress, nil), f.V2Build(name, event.StepBuild, event.V2InProgress, nil))
-		res, err := p.builder.Build(ctx, build.Request{
-			ContextDir: filepath.Join(repoDir, filepath.FromSlash(u.Docker.Directory)),
-			Dockerfile: u.Docker.Dockerfile, Tag: u.Docker.Tag, Args: u.Docker.Args,
-			Target: u.Docker.Target, Push: u.Docker.Push, Auth: p.cfg.RegistryAuth,
-		}, func(line string) { e.log(event.TaskBuild, name, line) })
-		if err != nil {
-			info := buildError(err)
-			e.emit(f.V1Build(name, event.Failed, info), f.V2Build(name, event.StepBuild, event.V2Failed, info),
-				f.V2Task(event.TaskBuild, event.V2Failed, info))
-			return fail(info)
+		for _, u := range cfg.Units {
+			if ref, ok := out.Images[u.Name]; ok {
+				e.log(event.TaskDeploy, event.SubtaskNone, "Deploying "+ref+" of unit "+u.Name+", built by an earlier job")
+			}
 		}
-		ref := res.Tag
-		if res.Digest != "" {
-			ref += "@" + res.Digest
-		}
-		images[u.Name] = res
-		out.Artifacts[name] = ref
-		e.setArtifact(name, ref)
-		e.log(event.TaskBuild, name, "Built "+ref)
-		done := f.V1Build(name, event.Complete, nil)
-		done.Entry += " (" + ref + ")"
-		e.emit(done, f.V2Build(name, event.StepBuild, event.V2Succeeded, nil))
-	}
-	if len(plan.Artifacts) > 0 {
-		e.emit(nil, f.V2Task(event.TaskBuild, event.V2Succeeded, nil))
+	} else if info := p.build(ctx, cfg.Units, repoDir, e, images, &out); info != nil {
+		return fail(info)
 	}
 	if plan.Releases == 0 {
 		e.emit(f.V1DevLoop(event.Succeeded, nil), f.V2Task(event.TaskDevLoop, event.V2Succeeded, nil))
 		return out, e.err
 	}
-	if !j.Triggers.Deploy {
+	if !deployOnly && !j.Triggers.Deploy && !j.ForceDeploy {
 		// Automatic deploys are off (the control API's AutoDeploy): the
 		// iteration ends after the build, as Skaffold's does, and the
 		// deploy waits for an Execute deploy intent.
@@ -249,8 +253,82 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 	}
 	e.emit(f.V1StatusCheck(event.Succeeded, nil), f.V2Task(event.TaskStatusCheck, event.V2Succeeded, nil))
 	e.emit(f.V1Deploy(event.Complete, nil), f.V2Task(event.TaskDeploy, event.V2Succeeded, nil))
+	out.Deployed = true
 	e.emit(f.V1DevLoop(event.Succeeded, nil), f.V2Task(event.TaskDevLoop, event.V2Succeeded, nil))
 	return out, e.err
+}
+
+// build builds and pushes the units' images in file order, recording each
+// in images and out; it returns the failure of the first that fails.
+func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, repoDir string, e *emitter, images map[string]build.Result, out *Outcome) *event.ErrorInfo {
+	f := e.f
+	if len(f.Plan().Artifacts) > 0 {
+		e.emit(nil, f.V2Task(event.TaskBuild, event.V2InProgress, nil))
+	}
+	for _, u := range units {
+		if u.Docker == nil {
+			continue
+		}
+		name := imageName(u.Docker.Tag)
+		e.emit(f.V1Build(name, event.InProgress, nil), f.V2Build(name, event.StepBuild, event.V2InProgress, nil))
+		res, err := p.builder.Build(ctx, build.Request{
+			ContextDir: filepath.Join(repoDir, filepath.FromSlash(u.Docker.Directory)),
+			Dockerfile: u.Docker.Dockerfile, Tag: u.Docker.Tag, Args: u.Docker.Args,
+			Target: u.Docker.Target, Push: u.Docker.Push, Auth: p.cfg.RegistryAuth,
+		}, func(line string) { e.log(event.TaskBuild, name, line) })
+		if err != nil {
+			info := buildError(err)
+			e.emit(f.V1Build(name, event.Failed, info), f.V2Build(name, event.StepBuild, event.V2Failed, info),
+				f.V2Task(event.TaskBuild, event.V2Failed, info))
+			return info
+		}
+		ref := res.Tag
+		if res.Digest != "" {
+			ref += "@" + res.Digest
+		}
+		images[u.Name] = res
+		out.Artifacts[name] = ref
+		out.Images[u.Name] = ref
+		e.setArtifact(name, ref)
+		e.log(event.TaskBuild, name, "Built "+ref)
+		done := f.V1Build(name, event.Complete, nil)
+		done.Entry += " (" + ref + ")"
+		e.emit(done, f.V2Build(name, event.StepBuild, event.V2Succeeded, nil))
+	}
+	if len(f.Plan().Artifacts) > 0 {
+		e.emit(nil, f.V2Task(event.TaskBuild, event.V2Succeeded, nil))
+	}
+	return nil
+}
+
+// recordedImages takes a deploy-only job's images from its recorded
+// references (unit name → "tag@digest") into images (for imageValues) and
+// out, and shows them in the states as built. It returns the failure if a
+// unit with a docker action has no recorded image.
+func recordedImages(units []repoconfig.Unit, recorded map[string]string, images map[string]build.Result, out *Outcome, e *emitter) *event.ErrorInfo {
+	var missing []string
+	for _, u := range units {
+		if u.Docker == nil {
+			continue
+		}
+		ref := recorded[u.Name]
+		if ref == "" {
+			missing = append(missing, u.Name)
+			continue
+		}
+		tag, digest, _ := strings.Cut(ref, "@")
+		images[u.Name] = build.Result{Tag: tag, Digest: digest}
+		name := imageName(u.Docker.Tag)
+		out.Artifacts[name] = ref
+		out.Images[u.Name] = ref
+		e.setBuilt(name, ref)
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	return &event.ErrorInfo{Code: enumspb.StatusCode_DEPLOY_NO_MATCHING_BUILD,
+		Message: "no built image to deploy for unit " + strings.Join(missing, ", ") +
+			": the job whose images this deploy-only job deploys did not build it; Execute a build of the commit first"}
 }
 
 // prepare checks the commit out and renders its configuration, keeping

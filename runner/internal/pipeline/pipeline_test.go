@@ -13,9 +13,11 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
@@ -288,7 +290,7 @@ func TestPipeline(t *testing.T) {
 	})
 
 	t.Run("auto-deploy-off", func(t *testing.T) {
-		j := e.push(t, "gated", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", ""))
+		j := e.push(t, "gated", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"gated\"\n"))
 		j.Triggers.Deploy = false
 		var rec recorder
 		out, err := e.p.Run(ctx, j, &rec)
@@ -298,11 +300,143 @@ func TestPipeline(t *testing.T) {
 		if got, want := rec.v1Seq(), "Meta DevLoop:In Progress Build:In Progress Build:Complete DevLoop:Succeeded"; got != want {
 			t.Errorf("v1 events:\n got %s\nwant %s", got, want)
 		}
-		if _, err := e.kube.AppsV1().Deployments("default").Get(ctx, "gated", metav1.GetOptions{}); err == nil {
-			t.Errorf("deployed although auto-deploy is off")
+		if _, err := e.kube.AppsV1().Deployments("default").Get(ctx, "gated", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+			t.Errorf("Deployment gated: %v; want NotFound: nothing is deployed while auto-deploy is off", err)
 		}
 		if rec.s1.GetDeployState().GetAutoTrigger() {
 			t.Errorf("v1 state shows autoTrigger on for deploy")
+		}
+	})
+
+	t.Run("deploy-only", func(t *testing.T) {
+		// A build while auto-deploy is off, then an Execute deploy intent:
+		// a deploy-only job deploys the recorded images without building.
+		files := e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"later\"\n")
+		files["deploy/templates/deployment.yaml"] = strings.Replace(deploymentYAML, "{{ .Values.image.tag }}",
+			"{{ .Values.image.tag }}{{ with .Values.image.digest }}@{{ . }}{{ end }}", 1)
+		built := e.push(t, "later", files)
+		built.Triggers.Deploy = false
+		var rec recorder
+		out, err := e.p.Run(ctx, built, &rec)
+		if err != nil || out.Err != nil || !out.DeployPending {
+			t.Fatalf("build: Run = %+v, %v; want built with the deploy pending", out, err)
+		}
+		image := e.registry + "/octo/web"
+		ref := out.Artifacts[image]
+		if !strings.HasPrefix(ref, image+":"+built.Commit[:7]+"@sha256:") {
+			t.Fatalf("artifact %s = %q, want %s:%s@sha256:…", image, ref, image, built.Commit[:7])
+		}
+		if diff := cmp.Diff(map[string]string{"web": ref}, out.Images); diff != "" {
+			t.Fatalf("Outcome.Images (-want +got):\n%s", diff)
+		}
+		if _, err := e.kube.AppsV1().Deployments("default").Get(ctx, "later", metav1.GetOptions{}); err == nil {
+			t.Fatalf("deployed although auto-deploy is off")
+		}
+
+		deployJob := built
+		deployJob.ID, deployJob.Iteration, deployJob.Trigger, deployJob.DeliveryID = "job-later-deploy", 2, "execute", ""
+		deployJob.Images = out.Images
+		rec = recorder{}
+		out2, err := e.p.Run(ctx, deployJob, &rec)
+		if err != nil {
+			t.Fatalf("deploy: Run: %v", err)
+		}
+		if out2.Err != nil {
+			t.Fatalf("deploy-only job failed: %+v\nlogs:\n%s", out2.Err, rec.logs())
+		}
+		if out2.DeployPending {
+			t.Errorf("deploy-only job reports its deploy pending although it deployed")
+		}
+		wantV1 := "Meta DevLoop:In Progress Deploy:In Progress StatusCheck:Started " +
+			"Resource:In Progress Resource:Succeeded StatusCheck:Succeeded Deploy:Complete DevLoop:Succeeded"
+		if got := rec.v1Seq(); got != wantV1 && got != strings.Replace(wantV1, "Resource:In Progress ", "", 1) {
+			t.Errorf("v1 events:\n got %s\nwant %s", got, wantV1)
+		}
+		wantV2 := "Meta DevLoop-2:InProgress Render-2:InProgress Render/0:InProgress Render/0:Succeeded Render-2:Succeeded " +
+			"Deploy-2:InProgress Deploy/0:InProgress Deploy/0:Succeeded StatusCheck-2:InProgress Resource:InProgress Resource:Succeeded " +
+			"StatusCheck-2:Succeeded Deploy-2:Succeeded DevLoop-2:Succeeded"
+		if got := rec.v2Seq(); got != wantV2 && got != strings.Replace(wantV2, "Resource:InProgress ", "", 1) {
+			t.Errorf("v2 events:\n got %s\nwant %s", got, wantV2)
+		}
+		if strings.Contains(rec.logs(), "Build-2") {
+			t.Errorf("a deploy-only job logged build output:\n%s", rec.logs())
+		}
+		if got := rec.v1[0].GetEvent().GetMetaEvent().GetMetadata().GetBuild().GetNumberOfArtifacts(); got != 1 {
+			t.Errorf("MetaEvent names %d artifacts, want 1", got)
+		}
+		// The states show the deployed image as built, with its reference.
+		if got := rec.s1.GetMetadata().GetBuild().GetAdditional()[image]; got != ref {
+			t.Errorf("v1 state metadata records %q, want %q", got, ref)
+		}
+		if got := rec.s2.GetMetadata().GetBuild().GetAdditional()[image]; got != ref {
+			t.Errorf("v2 state metadata records %q, want %q", got, ref)
+		}
+		if got1, got2 := rec.s1.GetBuildState().GetArtifacts()[image], rec.s2.GetBuildState().GetArtifacts()[image]; got1 != event.Complete || got2 != event.V2Succeeded {
+			t.Errorf("artifact state = %q (v1), %q (v2); want %q, %q", got1, got2, event.Complete, event.V2Succeeded)
+		}
+		if got := rec.s1.GetDeployState(); got.GetStatusCode() != enumspb.StatusCode_DEPLOY_SUCCESS || got.GetAutoTrigger() {
+			t.Errorf("v1 deploy state = %v, want DEPLOY_SUCCESS with autoTrigger still off", got)
+		}
+		if diff := cmp.Diff(map[string]string{"web": ref}, out2.Images); diff != "" {
+			t.Errorf("deploy-only Outcome.Images (-want +got):\n%s", diff)
+		}
+		// The release runs exactly the image the first job pushed.
+		d, err := e.kube.AppsV1().Deployments("default").Get(ctx, "later", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if img := d.Spec.Template.Spec.Containers[0].Image; img != ref {
+			t.Errorf("deployment image = %q, want %q", img, ref)
+		}
+		if d.Status.AvailableReplicas != 2 {
+			t.Errorf("available replicas = %d, want 2", d.Status.AvailableReplicas)
+		}
+	})
+
+	t.Run("deploy-only-without-image", func(t *testing.T) {
+		j := e.push(t, "unbuilt", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"unbuilt\"\n"))
+		j.Images = map[string]string{"other": "x/y:1@sha256:" + strings.Repeat("0", 64)}
+		var rec recorder
+		out, err := e.p.Run(ctx, j, &rec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Err == nil || out.Err.Code != enumspb.StatusCode_DEPLOY_NO_MATCHING_BUILD || !strings.Contains(out.Err.Message, "unit web") {
+			t.Fatalf("outcome = %+v, want DEPLOY_NO_MATCHING_BUILD naming unit web", out.Err)
+		}
+		if got, want := rec.v1Seq(), "Meta DevLoop:In Progress Deploy:In Progress Deploy:Failed DevLoop:Failed"; got != want {
+			t.Errorf("v1 events:\n got %s\nwant %s", got, want)
+		}
+		if got := rec.s1.GetDeployState().GetStatusCode(); got != enumspb.StatusCode_DEPLOY_NO_MATCHING_BUILD {
+			t.Errorf("v1 deploy state code = %v, want DEPLOY_NO_MATCHING_BUILD", got)
+		}
+		if _, err := e.kube.AppsV1().Deployments("default").Get(ctx, "unbuilt", metav1.GetOptions{}); err == nil {
+			t.Errorf("deployed without an image")
+		}
+	})
+
+	t.Run("force-deploy", func(t *testing.T) {
+		// Execute {build, deploy} while auto-deploy is off; a helm-only
+		// unit, so nothing is built.
+		j := e.push(t, "forced", map[string]string{
+			"kube-git-deploy.toml":            "[forced]\n[[helm]]\nchart = \"./deploy\"\n",
+			"deploy/Chart.yaml":               chartYAML,
+			"deploy/templates/configmap.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata: {a: b}\n",
+		})
+		j.Triggers.Deploy, j.ForceDeploy = false, true
+		var rec recorder
+		out, err := e.p.Run(ctx, j, &rec)
+		if err != nil || out.Err != nil || out.DeployPending {
+			t.Fatalf("Run = %+v, %v; want deployed", out, err)
+		}
+		if got := rec.v1Seq(); !strings.HasSuffix(got, "Deploy:Complete DevLoop:Succeeded") || strings.Contains(got, "Build:") {
+			t.Errorf("v1 events = %s; want a deploy and no build", got)
+		}
+		if _, err := e.kube.CoreV1().ConfigMaps("default").Get(ctx, "forced", metav1.GetOptions{}); err != nil {
+			t.Errorf("forced deploy did not apply the chart: %v", err)
+		}
+		if rec.s1.GetDeployState().GetAutoTrigger() {
+			t.Errorf("v1 state shows autoTrigger on for deploy; a forced deploy does not turn it on")
 		}
 	})
 

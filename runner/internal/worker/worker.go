@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"time"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
@@ -231,10 +232,21 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		return "", "", fmt.Errorf("read token of %s: %w", repo.TrackedBy, err)
 	}
 
-	out, runErr := w.runner.Run(ctx, pipeline.Job{
+	pj := pipeline.Job{
 		Job: ej, Owner: j.Owner, Name: j.Name, Before: j.Before, Token: token,
-		Triggers: event.Triggers{Build: repo.Triggers.AutoBuild, Deploy: repo.Triggers.AutoDeploy, Sync: repo.Triggers.AutoSync},
-	}, writer)
+		// The repository's switches, as the state shows them; an Execute
+		// request overrides auto-deploy with ForceDeploy or a deploy-only
+		// job instead.
+		Triggers:    event.Triggers{Build: repo.Triggers.AutoBuild, Deploy: repo.Triggers.AutoDeploy, Sync: repo.Triggers.AutoSync},
+		ForceDeploy: j.ForceDeploy,
+	}
+	if j.DeployOf != "" {
+		// Deploy-only: non-nil even without images, so that nothing is
+		// built and a unit that needs an image fails.
+		pj.Images = map[string]string{}
+		maps.Copy(pj.Images, j.Images)
+	}
+	out, runErr := w.runner.Run(ctx, pj, writer)
 	if shutdown.Err() != nil && runErr == nil && out.Err != nil {
 		// Interrupted by the runner's shutdown, not by the job itself:
 		// the job goes back to the queue and runs again elsewhere.
@@ -255,24 +267,48 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 	if runErr != nil {
 		return "", "", fmt.Errorf("record events of job %s: %w", j.ID, runErr)
 	}
+	// Pending-deploy bookkeeping happens before the job ends, even if the
+	// job's context ended.
+	mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer mcancel()
 	if out.Err != nil {
+		if j.DeployOf != "" && len(j.Images) > 0 {
+			// A failed Execute deploy stays pending, so that it can be
+			// retried once the cause is fixed.
+			if err := w.store.MarkDeployPending(mctx, j.ID, j.Images); err != nil {
+				return "", "", fmt.Errorf("keep the failed deploy of job %s pending: %w", j.ID, err)
+			}
+		}
 		return store.StatusFailed, out.Err.Message, nil
 	}
+	if out.Deployed {
+		// This job deployed: an older build waiting for a deploy must not
+		// roll the release back later.
+		if err := w.store.ClearDeployPending(mctx, j.Owner, j.Name, j.Iteration); err != nil {
+			return "", "", fmt.Errorf("clear older pending deploys of %s/%s: %w", j.Owner, j.Name, err)
+		}
+	}
 	if out.DeployPending {
+		// Record the images for an Execute deploy intent (CreateDeployJob).
+		if err := w.store.MarkDeployPending(mctx, j.ID, out.Images); err != nil {
+			return "", "", fmt.Errorf("record the pending deploy of job %s: %w", j.ID, err)
+		}
 		return store.StatusSucceeded, "built; deploy pending: auto-deploy is off", nil
 	}
 	return store.StatusSucceeded, "", nil
 }
 
-// newerJob returns the id of a newer job for the same ref that is queued,
-// running or done, or "".
+// newerJob returns the id of a newer push for the same ref that is queued,
+// running or done, or "". Deploy-only jobs are not pushes: one deploys the
+// images of an older job, so it supersedes nothing, and its own source job
+// (a lower iteration) does not supersede it.
 func (w *Worker) newerJob(ctx context.Context, j *store.Job) (string, error) {
 	recent, err := w.store.Jobs(ctx, j.Owner, j.Name, 20)
 	if err != nil {
 		return "", fmt.Errorf("list jobs of %s/%s: %w", j.Owner, j.Name, err)
 	}
 	for _, o := range recent {
-		if o.Iteration > j.Iteration && o.Ref == j.Ref && o.Status != store.StatusPending && o.Status != store.StatusCanceled {
+		if o.Iteration > j.Iteration && o.Ref == j.Ref && o.DeployOf == "" && o.Status != store.StatusPending && o.Status != store.StatusCanceled {
 			return o.ID, nil
 		}
 	}

@@ -5,11 +5,13 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"cloud.google.com/go/firestore"
+	"github.com/google/go-cmp/cmp"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
@@ -316,4 +318,227 @@ func TestUnknownJobIsAcknowledged(t *testing.T) {
 	if err := w.Handle(e.ctx, m, queue.Delivery{}); err != nil {
 		t.Errorf("Handle(unknown job) = %v, want nil (acknowledged)", err)
 	}
+}
+
+// controlRunner stands in for the pipeline in the Execute flows: it
+// records the jobs it is given and ends them as the pipeline would: with
+// the deploy pending (and one image) when a build may not deploy.
+type controlRunner struct {
+	mu         sync.Mutex
+	jobs       []pipeline.Job
+	failDeploy bool // deploy-only jobs fail
+}
+
+func (r *controlRunner) Run(ctx context.Context, j pipeline.Job, sink pipeline.Sink) (pipeline.Outcome, error) {
+	r.mu.Lock()
+	r.jobs = append(r.jobs, j)
+	r.mu.Unlock()
+	f := event.NewFactory(j.Job, event.Plan{}, nil)
+	if err := sink.Emit(f.V1Meta(), f.V2Meta()); err != nil {
+		return pipeline.Outcome{}, err
+	}
+	out := pipeline.Outcome{}
+	r.mu.Lock()
+	fail := r.failDeploy && j.Images != nil
+	r.mu.Unlock()
+	switch {
+	case fail:
+		out.Err = &event.ErrorInfo{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Message: "helm said no"}
+		return out, sink.Emit(f.V1DevLoop(event.Failed, out.Err), nil)
+	case j.Images == nil && !j.Triggers.Deploy && !j.ForceDeploy:
+		out.DeployPending = true
+		out.Images = map[string]string{"web": "reg/web:" + j.Commit[:7] + "@sha256:" + strings.Repeat("a", 64)}
+	default:
+		out.Deployed = true
+	}
+	return out, sink.Emit(f.V1DevLoop(event.Succeeded, nil), nil)
+}
+
+func (r *controlRunner) last() pipeline.Job {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.jobs[len(r.jobs)-1]
+}
+
+// TestExecuteFlows drives the jobs of the control API's Execute through the
+// worker with auto-build and auto-deploy off: a released push with and
+// without a forced deploy, and deploy-only jobs for the recorded images.
+func TestExecuteFlows(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if err := e.store.SetTriggers(e.ctx, "octo", "app", store.Triggers{AutoSync: true}); err != nil {
+		t.Fatal(err)
+	}
+	r := &controlRunner{}
+	w := e.worker(t, "runner-a", r, &recordingPublisher{}, e.now)
+	handle := func(t *testing.T, j *store.Job) *store.Job {
+		t.Helper()
+		m := job.Message{Version: 1, JobID: j.ID, Repository: "octo/app", Ref: j.Ref, SHA: j.SHA, Before: j.Before,
+			DeliveryID: j.DeliveryID, Trigger: job.Trigger(j.Trigger), PublishedAt: e.now}
+		if err := w.Handle(e.ctx, m, queue.Delivery{Attempt: 1}); err != nil {
+			t.Fatalf("Handle: %v", err)
+		}
+		got, err := e.store.Job(e.ctx, j.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	pendingDeploy := func(t *testing.T) string {
+		t.Helper()
+		repo, err := e.store.Repository(e.ctx, "octo", "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return repo.PendingDeployJobID
+	}
+	release := func(t *testing.T, sha string, force bool) *store.Job {
+		t.Helper()
+		_, err := e.store.CreateJob(e.ctx, store.Job{Owner: "octo", Name: "app", Ref: "refs/heads/main", SHA: sha,
+			DeliveryID: "d-" + sha[:7], Trigger: "push", Status: store.StatusPending})
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := e.store.ReleasePendingJob(e.ctx, "octo", "app", force)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	off := event.Triggers{Sync: true}
+
+	t.Run("build-and-deploy", func(t *testing.T) {
+		j := release(t, strings.Repeat("1", 40), true)
+		got := handle(t, j)
+		pj := r.last()
+		if !pj.ForceDeploy || pj.Triggers != off || pj.Images != nil {
+			t.Errorf("pipeline job: force %t triggers %+v images %v; want forced, the repository's triggers, no images", pj.ForceDeploy, pj.Triggers, pj.Images)
+		}
+		if got.Status != store.StatusSucceeded || got.DeployPending || got.Error != "" {
+			t.Errorf("job = %s %q deploy pending %t; want succeeded and deployed", got.Status, got.Error, got.DeployPending)
+		}
+		if p := pendingDeploy(t); p != "" {
+			t.Errorf("pending deploy = %q after a deploy, want none", p)
+		}
+	})
+
+	var built *store.Job
+	t.Run("build-only", func(t *testing.T) {
+		j := release(t, strings.Repeat("2", 40), false)
+		built = handle(t, j)
+		if pj := r.last(); pj.ForceDeploy || pj.Images != nil {
+			t.Errorf("pipeline job: force %t images %v; want a plain build", pj.ForceDeploy, pj.Images)
+		}
+		want := map[string]string{"web": "reg/web:2222222@sha256:" + strings.Repeat("a", 64)}
+		if built.Status != store.StatusSucceeded || !built.DeployPending || !cmp.Equal(want, built.Images) {
+			t.Fatalf("job = %s deploy pending %t images %v; want succeeded, pending, %v", built.Status, built.DeployPending, built.Images, want)
+		}
+		if p := pendingDeploy(t); p != j.ID {
+			t.Errorf("pending deploy = %q, want %s", p, j.ID)
+		}
+	})
+
+	t.Run("deploy", func(t *testing.T) {
+		dj, err := e.store.CreateDeployJob(e.ctx, "octo", "app", e.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := handle(t, dj)
+		pj := r.last()
+		if pj.ID != dj.ID || !cmp.Equal(built.Images, pj.Images) || pj.Triggers != off || pj.Commit != built.SHA || pj.Trigger != "execute" {
+			t.Errorf("pipeline job = %+v; want deploy-only job %s of commit %s with images %v", pj, dj.ID, built.SHA, built.Images)
+		}
+		if got.Status != store.StatusSucceeded || got.Error != "" {
+			t.Errorf("deploy job = %s %q, want succeeded (not superseded by its source job)", got.Status, got.Error)
+		}
+		if p := pendingDeploy(t); p != "" {
+			t.Errorf("pending deploy = %q after the deploy job, want none", p)
+		}
+	})
+
+	t.Run("deploy-without-images", func(t *testing.T) {
+		// A helm-only build records no images; its deploy-only job is still
+		// deploy-only.
+		j := release(t, strings.Repeat("3", 40), true)
+		handle(t, j)
+		if err := e.store.MarkDeployPending(e.ctx, j.ID, nil); err != nil {
+			t.Fatal(err)
+		}
+		dj, err := e.store.CreateDeployJob(e.ctx, "octo", "app", e.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		handle(t, dj)
+		if pj := r.last(); pj.ID != dj.ID || pj.Images == nil || len(pj.Images) != 0 {
+			t.Errorf("pipeline job %s images = %#v, want deploy-only job %s with no images", pj.ID, pj.Images, dj.ID)
+		}
+	})
+
+	t.Run("failed-deploy-stays-pending", func(t *testing.T) {
+		if err := e.store.MarkDeployPending(e.ctx, built.ID, built.Images); err != nil {
+			t.Fatal(err)
+		}
+		dj, err := e.store.CreateDeployJob(e.ctx, "octo", "app", e.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.mu.Lock()
+		r.failDeploy = true
+		r.mu.Unlock()
+		got := handle(t, dj)
+		r.mu.Lock()
+		r.failDeploy = false
+		r.mu.Unlock()
+		if got.Status != store.StatusFailed {
+			t.Fatalf("deploy job = %s, want failed", got.Status)
+		}
+		if p := pendingDeploy(t); p != dj.ID {
+			t.Errorf("pending deploy after a failed deploy = %q, want %s (retryable)", p, dj.ID)
+		}
+		retry, err := e.store.CreateDeployJob(e.ctx, "octo", "app", e.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := handle(t, retry); got.Status != store.StatusSucceeded || !cmp.Equal(r.last().Images, built.Images) {
+			t.Errorf("retried deploy = %s with images %v, want succeeded with %v", got.Status, r.last().Images, built.Images)
+		}
+		if p := pendingDeploy(t); p != "" {
+			t.Errorf("pending deploy after the retry = %q, want none", p)
+		}
+	})
+
+	t.Run("newer-deploy-clears-older-pending", func(t *testing.T) {
+		old := release(t, strings.Repeat("5", 40), false)
+		handle(t, old)
+		if p := pendingDeploy(t); p != old.ID {
+			t.Fatalf("pending deploy = %q, want %s", p, old.ID)
+		}
+		handle(t, release(t, strings.Repeat("6", 40), true))
+		if p := pendingDeploy(t); p != "" {
+			t.Errorf("pending deploy after a newer deploy = %q, want none (it would roll back)", p)
+		}
+	})
+
+	t.Run("deploy-job-supersedes-nothing", func(t *testing.T) {
+		// A queued push older than a deploy-only job (in iterations) but of
+		// a newer commit still runs: the deploy-only job is not a push.
+		push, err := e.store.CreateJob(e.ctx, store.Job{Owner: "octo", Name: "app", Ref: "refs/heads/main", SHA: strings.Repeat("4", 40),
+			DeliveryID: "d-4", Trigger: "push"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.store.MarkDeployPending(e.ctx, built.ID, built.Images); err != nil {
+			t.Fatal(err)
+		}
+		dj, err := e.store.CreateDeployJob(e.ctx, "octo", "app", e.now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := handle(t, dj); got.Status != store.StatusSucceeded {
+			t.Fatalf("deploy job = %s %q", got.Status, got.Error)
+		}
+		if got := handle(t, push); got.Status != store.StatusSucceeded || r.last().ID != push.ID {
+			t.Errorf("older queued push = %s %q, want run and succeeded", got.Status, got.Error)
+		}
+	})
 }
