@@ -38,4 +38,5 @@ PATH="$bin:$PATH" protoc -I proto -I "$googleapis" -I /usr/include \
   --openapiv2_out=proto --openapiv2_opt=disable_default_errors=false \
   enums/enums.proto v1/skaffold.proto v2/skaffold.proto
 rm -f proto/enums/enums.swagger.json # no service: nothing to describe
+go run ./proto/cmd/openapi-scope proto/v1/skaffold.swagger.json proto/v2/skaffold.swagger.json
 echo "proto: generated $(ls proto/*/*.go proto/*/*.json | wc -l) files"
