@@ -17,3 +17,8 @@ output "jobs_topic" {
   description = "Pub/Sub topic of jobs."
   value       = google_pubsub_topic.jobs.id
 }
+
+output "api_url" {
+  description = "The API service's URL (IAM-authenticated; gRPC and HTTP on the same host), or empty when api_image is unset."
+  value       = var.api_image == "" ? "" : google_cloud_run_v2_service.api[0].uri
+}

@@ -95,3 +95,21 @@ variable "max_delivery_attempts" {
     error_message = "max_delivery_attempts must be between 5 and 100."
   }
 }
+
+variable "api_image" {
+  description = "Container image of the API service (api/Dockerfile). Empty: the service is not created."
+  type        = string
+  default     = ""
+}
+
+variable "api_invokers" {
+  description = "Principals allowed to call the API service (Cloud Run IAM); nobody else can."
+  type        = list(string)
+  default     = []
+}
+
+variable "api_max_instances" {
+  description = "Most instances of the API service. Each keeps one Firestore listener per watched scope."
+  type        = number
+  default     = 5
+}

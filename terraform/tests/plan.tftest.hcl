@@ -16,6 +16,8 @@ variables {
   encryption_key       = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
   functions_source     = "tests/bundle.placeholder"
   private_invokers     = ["group:deployers@example.com"]
+  api_image            = "us-docker.pkg.dev/kgd-test/kgd/api:test"
+  api_invokers         = ["group:deployers@example.com"]
 }
 
 run "plan" {
@@ -48,6 +50,34 @@ run "plan" {
   assert {
     condition     = !contains(keys(google_cloudfunctions2_function.public.service_config[0].environment_variables), "KGD_ENCRYPTION_KEY")
     error_message = "secrets must come from Secret Manager, not plain environment variables"
+  }
+}
+
+run "api_service" {
+  command = plan
+
+  assert {
+    condition     = keys(google_cloud_run_v2_service_iam_member.api_invoker) == ["group:deployers@example.com"]
+    error_message = "the API service must be callable only by api_invokers"
+  }
+  assert {
+    condition     = google_cloud_run_v2_service.api[0].template[0].containers[0].ports[0].name == "h2c"
+    error_message = "the API service needs end-to-end HTTP/2 for gRPC streams"
+  }
+  assert {
+    condition     = [for e in google_cloud_run_v2_service.api[0].template[0].containers[0].env : e.value_source[0].secret_key_ref[0].secret if e.name == "KGD_ENCRYPTION_KEY"] == ["kgd-encryption-key"]
+    error_message = "the API service's encryption key must come from Secret Manager"
+  }
+}
+
+run "no_api_without_image" {
+  command = plan
+  variables {
+    api_image = ""
+  }
+  assert {
+    condition     = length(google_cloud_run_v2_service.api) == 0 && length(google_cloud_run_v2_service_iam_member.api_invoker) == 0
+    error_message = "without api_image no API service is planned"
   }
 }
 
