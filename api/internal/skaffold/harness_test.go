@@ -40,7 +40,7 @@ const testTimeout = 2 * time.Minute
 // backend is one test's Firestore project, store and job queue, shared by
 // the API instances the test starts.
 type backend struct {
-	t       *testing.T
+	t       testing.TB
 	ctx     context.Context
 	project string
 	store   *store.Store
@@ -50,7 +50,7 @@ type backend struct {
 	pub     *queue.Publisher
 }
 
-func newBackend(t *testing.T) *backend {
+func newBackend(t testing.TB) *backend {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
@@ -214,7 +214,7 @@ type httpStream struct {
 	r    *bufio.Reader
 }
 
-func (a *api) openStream(t *testing.T, ctx context.Context, path string) *httpStream {
+func (a *api) openStream(t testing.TB, ctx context.Context, path string) *httpStream {
 	t.Helper()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.httpURL+path, nil)
 	if err != nil {
