@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -101,8 +102,8 @@ func (s *Store) eventRef(jobID string, chunk int) *firestore.DocumentRef {
 
 // AppendEvents writes one chunk of a job's events. The chunk's document id
 // is derived from the job id and chunk number, so a second write of the
-// same chunk fails with ErrAlreadyExists: another writer (a runner that
-// took the job over, or this one earlier) owns it. A batch larger than
+// same chunk with different events fails with ErrAlreadyExists: another
+// writer (a runner that took the job over, or this one earlier) owns it. A batch larger than
 // MaxEventBatchBytes fails with ErrTooLarge; JobWriter splits before that.
 func (s *Store) AppendEvents(ctx context.Context, b EventBatch) error {
 	if err := b.Job.check(); err != nil {
@@ -125,7 +126,15 @@ func (s *Store) AppendEvents(ctx context.Context, b EventBatch) error {
 			return fmt.Errorf("append events of job %s: marshal v2 event %d: %w", b.Job.ID, i, err)
 		}
 	}
-	return s.appendRaw(ctx, b.Job, b.Chunk, v1, v2)
+	err := s.appendRaw(ctx, b.Job, b.Chunk, v1, v2)
+	if errors.Is(err, ErrAlreadyExists) {
+		// A Create the client retried after a lost answer finds its own
+		// document; only a different one belongs to another writer.
+		if same, cerr := s.sameChunk(ctx, b.Job, b.Chunk, v1, v2); cerr == nil && same {
+			return nil
+		}
+	}
+	return err
 }
 
 func (s *Store) appendRaw(ctx context.Context, ref JobRef, chunk int, v1, v2 [][]byte) error {

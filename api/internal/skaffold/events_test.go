@@ -3,9 +3,16 @@ package skaffold_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"os"
+	"runtime/pprof"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -444,4 +451,55 @@ func object(t *testing.T, line string, path ...string) map[string]any {
 		t.Fatalf("%v is not an object in %s", path, line)
 	}
 	return m
+}
+
+// TestStalledHTTPClient: an HTTP client that stops reading is disconnected
+// after the write timeout, which ends its gRPC stream and frees the
+// scope's listener.
+func TestStalledHTTPClient(t *testing.T) {
+	t.Parallel()
+	b := newBackend(t)
+	a := b.startAPI(apiOptions{writeTimeout: 300 * time.Millisecond})
+	// A small receive buffer, set before connecting so that the window
+	// stays small: the server's writes block after a few hundred KiB.
+	d := net.Dialer{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return errors.Join(err, serr)
+	}}
+	conn, err := d.Dial("tcp", strings.TrimPrefix(a.httpURL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := fmt.Fprintf(conn, "GET /v1/events?repository=octo/app HTTP/1.1\r\nHost: api\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	for a.feed.Listeners() == 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	// Far more than the loopback socket buffers hold, never read.
+	big := strings.Repeat("x", 100<<10)
+	deadline := time.Now().Add(60 * time.Second)
+	for chunk := 0; a.feed.Listeners() > 0; chunk++ {
+		if time.Now().After(deadline) {
+			pprof.Lookup("goroutine").WriteTo(os.Stderr, 1)
+			t.Fatalf("the stalled stream still holds its listener after %d chunks", chunk)
+		}
+		if chunk < 60 {
+			b.append(jobA, chunk, big)
+		} else {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	// The connection was closed by the server: reading drains what the
+	// buffers held and then ends.
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := io.Copy(io.Discard, conn)
+	if err != nil {
+		t.Errorf("after %d bytes: %v, want the server to have closed the connection", n, err)
+	}
+	if n >= 60*int64(len(big)) {
+		t.Errorf("the stalled client could read all %d bytes", n)
+	}
 }

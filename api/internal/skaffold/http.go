@@ -116,11 +116,23 @@ func stallGuard(next http.Handler, timeout time.Duration) http.Handler {
 
 type deadlineWriter struct {
 	http.ResponseWriter
-	rc      *http.ResponseController
-	timeout time.Duration
+	rc          *http.ResponseController
+	timeout     time.Duration
+	wroteHeader bool
+}
+
+// WriteHeader passes the first status on and drops later ones: a stream
+// answers 200 before its first message, and an error that ends it later
+// can no longer change the status (it is written as an error frame).
+func (d *deadlineWriter) WriteHeader(code int) {
+	if !d.wroteHeader {
+		d.wroteHeader = true
+		d.ResponseWriter.WriteHeader(code)
+	}
 }
 
 func (d *deadlineWriter) Write(p []byte) (int, error) {
+	d.wroteHeader = true
 	_ = d.rc.SetWriteDeadline(time.Now().Add(d.timeout))
 	return d.ResponseWriter.Write(p)
 }
