@@ -112,6 +112,7 @@ type JobWriter struct {
 	state    *pendingState // latest state not yet written
 	err      error         // first write error; sticky
 	closed   bool
+	hold     bool // the iteration ended: events wait for Flush or Close
 
 	writeMu   sync.Mutex // serialises writes; guards next and lastState
 	next      int        // next chunk number
@@ -192,6 +193,11 @@ func (w *JobWriter) Emit(v1 *v1pb.LogEntry, v2 *v2pb.Event) error {
 	}
 	w.buf = append(w.buf, e)
 	w.bufBytes += e.size()
+	if finalDevLoop(v1) {
+		// The iteration's end: from now on events wait for Flush or
+		// Close, which write the final state first (see flushLocked).
+		w.hold = true
+	}
 	wake := len(w.buf) == 1 || len(w.buf) >= w.opts.MaxEvents || w.bufBytes >= w.opts.MaxBytes
 	w.mu.Unlock()
 	if wake {
@@ -316,9 +322,24 @@ func (w *JobWriter) wake() {
 
 // flushLocked writes everything; w.writeMu must be held.
 func (w *JobWriter) flushLocked(ctx context.Context) error {
-	err := w.writeEventsLocked(ctx, true)
-	if err == nil {
+	w.mu.Lock()
+	hold := w.hold
+	w.mu.Unlock()
+	var err error
+	if hold {
+		// The iteration ended: its final state lands before its final
+		// events, so a client that sees the last event and then asks for
+		// the state gets the final one (Skaffold, too, updates its state
+		// before it sends an event).
 		err = w.writeStateLocked(ctx)
+		if err == nil {
+			err = w.writeEventsLocked(ctx, true)
+		}
+	} else {
+		err = w.writeEventsLocked(ctx, true)
+		if err == nil {
+			err = w.writeStateLocked(ctx)
+		}
 	}
 	if err != nil && ctx.Err() == nil {
 		w.fail(err)
@@ -362,6 +383,9 @@ func (w *JobWriter) background() (time.Duration, error) {
 	w.mu.Unlock()
 	if err != nil {
 		return 0, err // Flush failed; stop
+	}
+	if w.held() {
+		return 0, nil // Flush or Close writes the end of the iteration
 	}
 	ctx, cancel := context.WithTimeout(w.ctx, w.opts.WriteTimeout)
 	defer cancel()
@@ -481,4 +505,20 @@ func (w *JobWriter) writeStateLocked(ctx context.Context) error {
 	}
 	w.mu.Unlock()
 	return nil
+}
+
+func (w *JobWriter) held() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hold
+}
+
+// finalDevLoop reports whether e is the DevLoopEvent that ends an
+// iteration.
+func finalDevLoop(e *v1pb.LogEntry) bool {
+	switch e.GetEvent().GetDevLoopEvent().GetStatus() {
+	case "Succeeded", "Failed", "Canceled":
+		return true
+	}
+	return false
 }

@@ -432,3 +432,63 @@ func TestJobWriterBackground(t *testing.T) {
 		t.Errorf("state after the background write (-want +got):\n%s", diff)
 	}
 }
+
+// TestJobWriterFinalStateFirst: once an iteration's final DevLoopEvent is
+// emitted, its state lands before its last events, so a watcher that sees
+// the final event reads the final state.
+func TestJobWriterFinalStateFirst(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	e.track(t, "alice", "final")
+	job := e.createJob(t, store.Job{Owner: "alice", Name: "final", DeliveryID: "d-final"})
+	w := e.newWriter(t, job.JobRef(), 0, store.WriterOptions{FlushInterval: 20 * time.Millisecond, StateInterval: time.Hour})
+	status := func(s string) (*v1pb.State, *v2pb.State) {
+		return &v1pb.State{DeployState: &v1pb.DeployState{Status: s}}, nil
+	}
+	devLoop := func(s string) *v1pb.LogEntry {
+		return &v1pb.LogEntry{Event: &v1pb.Event{EventType: &v1pb.Event_DevLoopEvent{DevLoopEvent: &v1pb.DevLoopEvent{Status: s}}}}
+	}
+	if err := w.Emit(devLoop("In Progress"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetState(status("In Progress")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the background writes both
+	if err := w.Emit(devLoop("Succeeded"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SetState(status("Complete")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the background holds the final event
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	seen := make(chan string, 1)
+	go func() {
+		e.store.WatchEvents(ctx, "alice/final", func(b store.EventBatch) error {
+			for _, le := range b.V1 {
+				if le.GetEvent().GetDevLoopEvent().GetStatus() == "Succeeded" {
+					st, err := e.store.State(ctx, "alice", "final")
+					if err != nil {
+						seen <- err.Error()
+					} else {
+						seen <- st.V1.GetDeployState().GetStatus()
+					}
+				}
+			}
+			return nil
+		})
+	}()
+	if err := w.Close(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-seen:
+		if got != "Complete" {
+			t.Errorf("state when the final event is visible = %q, want Complete", got)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the final event never arrived")
+	}
+}

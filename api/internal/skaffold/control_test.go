@@ -84,6 +84,7 @@ func TestGetState(t *testing.T) {
 	s1, s2 := f.NewV1State(event.Triggers{Build: true, Deploy: true}), f.NewV2State(event.Triggers{Build: true, Deploy: true})
 	s1.BuildState.Artifacts["img"] = event.Complete
 	s2.BuildState.Artifacts["img"] = event.V2Succeeded
+	s1.DeployState.Status, s2.DeployState.Status = event.Complete, event.V2Succeeded
 	if err := b.store.PutState(ctx, "octo", "app", "job-a", 1, s1, s2); err != nil {
 		t.Fatal(err)
 	}
@@ -98,14 +99,17 @@ func TestGetState(t *testing.T) {
 		t.Fatal(err)
 	}
 	// autoTrigger comes from the repository's settings, not the stored state.
-	if st.GetBuildState().GetArtifacts()["img"] != event.Complete || st.GetBuildState().GetAutoTrigger() {
+	// (Reading the state does not reset it: deploy's trigger is on.)
+	if st.GetBuildState().GetArtifacts()["img"] != event.Complete || st.GetBuildState().GetAutoTrigger() ||
+		st.GetDeployState().GetStatus() != event.Complete || !st.GetDeployState().GetAutoTrigger() {
 		t.Errorf("octo/app v1 state = %v", st)
 	}
 	v2, err := a.v2.GetState(scoped(ctx, "octo/app"), &emptypb.Empty{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v2.GetBuildState().GetArtifacts()["img"] != event.V2Succeeded || v2.GetFileSyncState().GetStatus() != skaffold.SyncNotApplicableV2 {
+	if v2.GetBuildState().GetArtifacts()["img"] != event.V2Succeeded || v2.GetDeployState().GetStatus() != event.V2Succeeded ||
+		v2.GetFileSyncState().GetStatus() != skaffold.SyncNotApplicableV2 {
 		t.Errorf("octo/app v2 state = %v", v2)
 	}
 	// All repositories: the latest job's (octo/other's), with its triggers.

@@ -492,6 +492,14 @@ func (svc *Service) handle(ctx context.Context, e proto.Message, set bool, wrap 
 	return nil
 }
 
+// ensure returns *p, allocating it first if it is nil.
+func ensure[T any](p **T) *T {
+	if *p == nil {
+		*p = new(T)
+	}
+	return *p
+}
+
 func randomID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
@@ -515,10 +523,11 @@ func (s *v1Server) GetState(ctx context.Context, _ *emptypb.Empty) (*v1pb.State,
 	} else {
 		out = event.NewFactory(event.Job{}, event.Plan{}, s.svc.now).NewV1State(eventTriggers(trig))
 	}
-	v2 := new(v2pb.State)
-	event.SetAutoTrigger(out, v2, event.PhaseBuild, trig.AutoBuild)
-	event.SetAutoTrigger(out, v2, event.PhaseDeploy, trig.AutoDeploy)
-	event.SetAutoTrigger(out, v2, event.PhaseSync, trig.AutoSync)
+	// Only the flags: Skaffold's reset on enabling belongs to the switch,
+	// not to reading the state.
+	ensure(&out.BuildState).AutoTrigger = trig.AutoBuild
+	ensure(&out.DeployState).AutoTrigger = trig.AutoDeploy
+	ensure(&out.FileSyncState).AutoTrigger = trig.AutoSync
 	out.FileSyncState.Status = SyncNotApplicable
 	return out, nil
 }
@@ -594,10 +603,9 @@ func (s *v2Server) GetState(ctx context.Context, _ *emptypb.Empty) (*v2pb.State,
 	} else {
 		out = event.NewFactory(event.Job{}, event.Plan{}, s.svc.now).NewV2State(eventTriggers(trig))
 	}
-	v1 := new(v1pb.State)
-	event.SetAutoTrigger(v1, out, event.PhaseBuild, trig.AutoBuild)
-	event.SetAutoTrigger(v1, out, event.PhaseDeploy, trig.AutoDeploy)
-	event.SetAutoTrigger(v1, out, event.PhaseSync, trig.AutoSync)
+	ensure(&out.BuildState).AutoTrigger = trig.AutoBuild
+	ensure(&out.DeployState).AutoTrigger = trig.AutoDeploy
+	ensure(&out.FileSyncState).AutoTrigger = trig.AutoSync
 	out.FileSyncState.Status = SyncNotApplicableV2
 	return out, nil
 }

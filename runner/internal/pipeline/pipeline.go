@@ -101,6 +101,11 @@ type Job struct {
 	// Triggers.Deploy says. A unit with a docker action and no entry fails
 	// the job with DEPLOY_NO_MATCHING_BUILD.
 	Images map[string]string
+	// RecordPending, if set, records the images of a build whose deploy
+	// waits (auto-deploy off). It runs before the iteration's final
+	// event, so a client that sees the build succeed can deploy it at
+	// once; if it fails, the job fails.
+	RecordPending func(ctx context.Context, images map[string]string) error
 }
 
 // Outcome is how a job ended. Err is nil on success.
@@ -184,6 +189,11 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 		// iteration ends after the build, as Skaffold's does, and the
 		// deploy waits for an Execute deploy intent.
 		out.DeployPending = true
+		if j.RecordPending != nil {
+			if err := j.RecordPending(ctx, out.Images); err != nil {
+				return fail(&event.ErrorInfo{Code: enumspb.StatusCode_DEPLOY_CANCELLED, Message: "could not record the pending deploy: " + err.Error()})
+			}
+		}
 		e.log(event.TaskDevLoop, event.SubtaskNone, "Auto-deploy is off: built images wait for an Execute deploy intent")
 		e.emit(f.V1DevLoop(event.Succeeded, nil), f.V2Task(event.TaskDevLoop, event.V2Succeeded, nil))
 		return out, e.err

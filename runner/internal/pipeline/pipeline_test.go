@@ -6,6 +6,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"maps"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -293,9 +294,18 @@ func TestPipeline(t *testing.T) {
 		j := e.push(t, "gated", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"gated\"\n"))
 		j.Triggers.Deploy = false
 		var rec recorder
+		var recorded map[string]string
+		var eventsBefore int
+		j.RecordPending = func(_ context.Context, images map[string]string) error {
+			recorded, eventsBefore = images, len(rec.v1)
+			return nil
+		}
 		out, err := e.p.Run(ctx, j, &rec)
 		if err != nil || out.Err != nil || !out.DeployPending {
 			t.Fatalf("Run = %+v, %v; want built with the deploy pending", out, err)
+		}
+		if len(recorded) != 1 || !maps.Equal(recorded, out.Images) || eventsBefore != len(rec.v1)-1 {
+			t.Errorf("RecordPending got %v before event %d of %d; want %v before the last event", recorded, eventsBefore, len(rec.v1), out.Images)
 		}
 		if got, want := rec.v1Seq(), "Meta DevLoop:In Progress Build:In Progress Build:Complete DevLoop:Succeeded"; got != want {
 			t.Errorf("v1 events:\n got %s\nwant %s", got, want)

@@ -239,6 +239,9 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		// job instead.
 		Triggers:    event.Triggers{Build: repo.Triggers.AutoBuild, Deploy: repo.Triggers.AutoDeploy, Sync: repo.Triggers.AutoSync},
 		ForceDeploy: j.ForceDeploy,
+		RecordPending: func(ctx context.Context, images map[string]string) error {
+			return w.store.MarkDeployPending(ctx, j.ID, images)
+		},
 	}
 	if j.DeployOf != "" {
 		// Deploy-only: non-nil even without images, so that nothing is
@@ -289,10 +292,8 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		}
 	}
 	if out.DeployPending {
-		// Record the images for an Execute deploy intent (CreateDeployJob).
-		if err := w.store.MarkDeployPending(mctx, j.ID, out.Images); err != nil {
-			return "", "", fmt.Errorf("record the pending deploy of job %s: %w", j.ID, err)
-		}
+		// The pipeline recorded the images (RecordPending) before the
+		// iteration's last event.
 		return store.StatusSucceeded, "built; deploy pending: auto-deploy is off", nil
 	}
 	return store.StatusSucceeded, "", nil

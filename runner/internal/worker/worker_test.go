@@ -348,6 +348,9 @@ func (r *controlRunner) Run(ctx context.Context, j pipeline.Job, sink pipeline.S
 	case j.Images == nil && !j.Triggers.Deploy && !j.ForceDeploy:
 		out.DeployPending = true
 		out.Images = map[string]string{"web": "reg/web:" + j.Commit[:7] + "@sha256:" + strings.Repeat("a", 64)}
+		if err := j.RecordPending(ctx, out.Images); err != nil {
+			return out, err
+		}
 	default:
 		out.Deployed = true
 	}
