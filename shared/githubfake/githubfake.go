@@ -7,6 +7,11 @@
 //
 // It is not GitHub: it keeps everything in memory and checks only what
 // kube-git-deploy depends on.
+//
+// New starts one on a free loopback port, as tests want. NewUnstarted
+// returns one that serves nothing yet: it is an http.Handler to mount into
+// another server (the local stack's GitHub stand-in does), or Start serves
+// it on a given listener, e.g. a fixed port.
 package githubfake
 
 import (
@@ -15,6 +20,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -46,6 +52,7 @@ type Server struct {
 	URL, APIURL string
 
 	clientID, clientSecret string
+	mux                    *http.ServeMux
 	srv                    *httptest.Server
 
 	mu        sync.Mutex
@@ -67,6 +74,16 @@ type grant struct {
 // New starts a fake GitHub on a loopback port for an OAuth App with the
 // given credentials. Close it when done.
 func New(clientID, clientSecret string) *Server {
+	s := NewUnstarted(clientID, clientSecret)
+	s.Start(nil)
+	return s
+}
+
+// NewUnstarted returns a fake GitHub for an OAuth App with the given
+// credentials that serves nothing yet. Serve it with Start, or mount it
+// (it is an http.Handler for the OAuth and REST routes) and call
+// SetBaseURL.
+func NewUnstarted(clientID, clientSecret string) *Server {
 	s := &Server{
 		clientID: clientID, clientSecret: clientSecret,
 		users: map[string]string{}, codes: map[string]grant{},
@@ -80,14 +97,43 @@ func New(clientID, clientSecret string) *Server {
 	mux.HandleFunc("POST "+APIPrefix+"repos/{owner}/{repo}/hooks", s.createHook)
 	mux.HandleFunc("GET "+APIPrefix+"repos/{owner}/{repo}/hooks", s.listHooks)
 	mux.HandleFunc("DELETE "+APIPrefix+"repos/{owner}/{repo}/hooks/{id}", s.deleteHook)
-	s.srv = httptest.NewServer(mux)
-	s.URL = s.srv.URL + "/"
-	s.APIURL = s.srv.URL + APIPrefix
+	s.mux = mux
 	return s
 }
 
-// Close stops the server.
-func (s *Server) Close() { s.srv.Close() }
+// Start serves the fake on l, or on a free loopback port if l is nil, and
+// sets URL and APIURL. Close stops it.
+func (s *Server) Start(l net.Listener) {
+	srv := httptest.NewUnstartedServer(s.mux)
+	if l != nil {
+		srv.Listener.Close()
+		srv.Listener = l
+	}
+	srv.Start()
+	s.srv = srv
+	s.SetBaseURL(srv.URL + "/")
+}
+
+// SetBaseURL sets URL (the web base, ending in "/") and APIURL for a fake
+// mounted into another server.
+func (s *Server) SetBaseURL(base string) {
+	if !strings.HasSuffix(base, "/") {
+		base += "/"
+	}
+	s.URL = base
+	s.APIURL = strings.TrimSuffix(base, "/") + APIPrefix
+}
+
+// ServeHTTP serves the OAuth routes (/login/oauth/...) and the REST API
+// (under APIPrefix).
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// Close stops the server Start started; it does nothing for a mounted fake.
+func (s *Server) Close() {
+	if s.srv != nil {
+		s.srv.Close()
+	}
+}
 
 // AddUser makes login exist with an access token (for tests that skip the
 // OAuth flow) and returns the token.
@@ -112,6 +158,27 @@ func (s *Server) AddRepo(owner, name string, admins ...string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.repos[key(owner, name)] = admins
+}
+
+// Repo reports whether owner/name exists (case-insensitively, as on
+// GitHub) and returns its admins.
+func (s *Server) Repo(owner, name string) (admins []string, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	admins, ok = s.repos[key(owner, name)]
+	return slices.Clone(admins), ok
+}
+
+// TokenLogin returns the user an access token belongs to, if it is one
+// this fake issued (by the token exchange or AddUser).
+func (s *Server) TokenLogin(token string) (string, bool) {
+	if token == "" {
+		return "", false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	login, ok := s.users[token]
+	return login, ok
 }
 
 // Hooks returns the hooks of owner/name.
