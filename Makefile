@@ -30,19 +30,31 @@ test: vet k8s-bin $(EMULATORS) ## run every test: emulators, Docker Engine, loca
 vet:
 	go vet ./...
 
-# Local defaults for `make run`; any of them can be overridden from the
-# environment. The encryption key is random per run: data lives only as long
-# as the emulators do.
-run: export GOOGLE_CLOUD_PROJECT ?= demo-local
-run: export PUBLIC_HTTP_HOST ?= http://localhost:$(or $(PUBLIC_HTTP_PORT),5001)
-run: export GITHUB_CLIENT_ID ?= local-dev-client
-run: export GITHUB_CLIENT_SECRET ?= local-dev-secret
-run: export KGD_ENCRYPTION_KEY ?= $(shell head -c 32 /dev/urandom | base64)
+# The whole system locally, in the foreground (localstack/cmd/localstack):
+# emulators, functions, runner, API, registry, Kubernetes control plane and
+# the GitHub stand-in, on loopback. Its defaults (project demo-local, a
+# random KGD_ENCRYPTION_KEY per run, placeholder GitHub OAuth credentials,
+# the ports) are in localstack.LoadConfig; any can be overridden from the
+# environment (README lists them). Go's build cache makes the builds take
+# seconds after the first time.
+LOCAL_BINARIES := ./functions/cmd/functions ./runner ./api ./localstack/cmd/localstack
 
 .PHONY: run
-run: $(EMULATORS) ## run the local stack: emulators, PrivateAPI on 5000, PublicAPI on 5001
-	go build -o $(BIN)/functions ./functions/cmd/functions
-	$(EMULATORS) -- $(BIN)/functions
+# With KUBECONFIG set the stack deploys there and needs no control plane.
+run: run-note $(if $(KUBECONFIG),,k8s-bin) ## run the whole system locally in the foreground; Ctrl-C stops it
+	@test -x $(BIN)/runner || echo "make run: building the binaries into .bin/ (the first time takes a few minutes)"
+	go build -o $(BIN)/ $(LOCAL_BINARIES)
+	$(BIN)/localstack
+
+.PHONY: run-note
+run-note:
+	@test -n "$(KUBECONFIG)" || test -x "$${KGD_K8S_BIN:-$$HOME/.cache/kgd/k8s-bin}/kube-apiserver" || \
+	  echo "make run: building the local Kubernetes control plane once (about 9 minutes; later runs take seconds)"
+
+.PHONY: demo
+demo: ## with make run going: push a sample app through it and follow the job
+	go build -o $(BIN)/ ./localstack/cmd/demo
+	$(BIN)/demo
 
 .PHONY: terraform-check
 terraform-check: ## terraform fmt, validate and test (mocked provider), all offline
