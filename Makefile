@@ -13,7 +13,7 @@ FUZZTIME   ?= 30s
 
 .PHONY: help
 help: ## list the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(EMULATORS): $(shell find shared/emulator -name '*.go' -not -name '*_test.go') go.mod
 	go build -o $@ ./shared/emulator/cmd/emulators

@@ -45,7 +45,11 @@ func buildBinaries(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
 	const mod = "github.com/kube-git-deploy/kube-git-deploy/"
-	cmd := exec.Command("go", "build", "-o", dir+"/", mod+"functions/cmd/functions", mod+"runner", mod+"api")
+	args := []string{"build", "-o", dir + "/"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	cmd := exec.Command("go", append(args, mod+"functions/cmd/functions", mod+"runner", mod+"api")...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build the binaries: %v\n%s", err, out)
 	}
@@ -67,6 +71,8 @@ func TestEndToEnd(t *testing.T) {
 	cfg.Project = emulatortest.ProjectID(t)
 	cfg.FirestoreHost, cfg.PubSubHost = emulatortest.FirestoreHost(t), emulatortest.PubSubHost(t)
 	cfg.BinDir = buildBinaries(t)
+	// A data race in a real binary stops it, and with it the test.
+	t.Setenv("GORACE", "halt_on_error=1")
 	cfg.LogDir = t.TempDir()
 	st, err := localstack.Start(ctx, cfg, t.Output())
 	if err != nil {

@@ -259,6 +259,22 @@ func (svc *Service) stream(ctx context.Context, send func(store.EventBatch) erro
 	}
 }
 
+// sendEach streams, with send, the events that pick takes from each batch
+// of the call's scope (see stream).
+func sendEach[E any](svc *Service, ctx context.Context, pick func(store.EventBatch) []E, send func(E) error) error {
+	return svc.stream(ctx, func(b store.EventBatch) error {
+		for _, e := range pick(b) {
+			if err := send(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+func v1Events(b store.EventBatch) []*v1pb.LogEntry { return b.V1 }
+func v2Events(b store.EventBatch) []*v2pb.Event    { return b.V2 }
+
 // stateOf returns the stored state of the latest job in scope (nil if
 // none) and the triggers of its repository.
 func (svc *Service) stateOf(ctx context.Context) (*store.RepoState, store.Triggers, error) {
@@ -533,26 +549,12 @@ func (s *v1Server) GetState(ctx context.Context, _ *emptypb.Empty) (*v1pb.State,
 }
 
 func (s *v1Server) Events(_ *emptypb.Empty, stream grpc.ServerStreamingServer[v1pb.LogEntry]) error {
-	return s.svc.stream(stream.Context(), func(b store.EventBatch) error {
-		for _, e := range b.V1 {
-			if err := stream.Send(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return sendEach(s.svc, stream.Context(), v1Events, stream.Send)
 }
 
 // EventLog is the deprecated Events: the client's stream is ignored.
 func (s *v1Server) EventLog(stream grpc.BidiStreamingServer[v1pb.LogEntry, v1pb.LogEntry]) error {
-	return s.svc.stream(stream.Context(), func(b store.EventBatch) error {
-		for _, e := range b.V1 {
-			if err := stream.Send(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return sendEach(s.svc, stream.Context(), v1Events, stream.Send)
 }
 
 func (s *v1Server) Execute(ctx context.Context, req *v1pb.UserIntentRequest) (*emptypb.Empty, error) {
@@ -611,14 +613,7 @@ func (s *v2Server) GetState(ctx context.Context, _ *emptypb.Empty) (*v2pb.State,
 }
 
 func (s *v2Server) Events(_ *emptypb.Empty, stream grpc.ServerStreamingServer[v2pb.Event]) error {
-	return s.svc.stream(stream.Context(), func(b store.EventBatch) error {
-		for _, e := range b.V2 {
-			if err := stream.Send(e); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	return sendEach(s.svc, stream.Context(), v2Events, stream.Send)
 }
 
 // ApplicationLogs streams nothing: container logs are not collected. The
