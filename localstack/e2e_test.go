@@ -41,7 +41,7 @@ func TestMain(m *testing.M) { emulatortest.Main(m, emulator.Firestore, emulator.
 
 // buildBinaries builds the functions, runner and api binaries into a
 // directory of the test's own, as make run does.
-func buildBinaries(t *testing.T) string {
+func buildBinaries(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	const mod = "github.com/kube-git-deploy/kube-git-deploy/"
@@ -56,13 +56,12 @@ func buildBinaries(t *testing.T) string {
 	return dir
 }
 
-// TestEndToEnd runs the whole system as make run does — the real
+// startStack starts the whole system as make run does — the real
 // functions, runner and API binaries, the local control plane, a
-// registry, the GitHub stand-in, the Docker Engine — on free ports, and
-// pushes through it as make demo does.
-func TestEndToEnd(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
+// registry, the GitHub stand-in, the Docker Engine — on free ports, with
+// demo/hello created, signed in and tracked as make demo does.
+func startStack(t testing.TB, ctx context.Context, logs io.Writer) (*localstack.Stack, *demo.Demo) {
+	t.Helper()
 	cfg, err := localstack.LoadConfig(func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
@@ -74,7 +73,7 @@ func TestEndToEnd(t *testing.T) {
 	// A data race in a real binary stops it, and with it the test.
 	t.Setenv("GORACE", "halt_on_error=1")
 	cfg.LogDir = t.TempDir()
-	st, err := localstack.Start(ctx, cfg, t.Output())
+	st, err := localstack.Start(ctx, cfg, logs)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
 	}
@@ -82,6 +81,25 @@ func TestEndToEnd(t *testing.T) {
 	if st.DockerWarning != "" {
 		t.Fatalf("no Docker Engine: %s", st.DockerWarning)
 	}
+	d := demo.New(st.URLs)
+	if _, err := d.CreateRepo(ctx, "demo", "hello", "demo"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.SignIn(ctx, "demo"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Track(ctx, "demo", "hello"); err != nil {
+		t.Fatal(err)
+	}
+	return st, d
+}
+
+// TestEndToEnd drives the whole system (startStack) as a user would.
+func TestEndToEnd(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	st, d := startStack(t, ctx, t.Output())
+	cfg := st.Config
 	rest, err := clientcmd.BuildConfigFromFlags("", st.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
@@ -91,17 +109,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	d := demo.New(st.URLs)
 	const owner, repo, full = "demo", "hello", "demo/hello"
-	if _, err := d.CreateRepo(ctx, owner, repo, owner); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.SignIn(ctx, owner); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := d.Track(ctx, owner, repo); err != nil {
-		t.Fatal(err)
-	}
 	push := func(t *testing.T, message string, edit func(map[string][]byte)) *demo.Pushed {
 		t.Helper()
 		files, err := demo.Files(ctx, st.URLs.Registry, owner, repo, message)

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -28,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 )
 
 // ErrBinariesMissing is returned by Start when a control plane binary is not
@@ -101,6 +103,8 @@ func CheckBinaries(dir string) error {
 	return nil
 }
 
+var setLoggerOnce sync.Once
+
 // Start starts the control plane and returns once the fake node is Ready and
 // the default namespace's ServiceAccount exists. On error everything started
 // so far is stopped.
@@ -116,6 +120,10 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if opts.Log != nil {
 		out = io.MultiWriter(opts.Log, tail)
 	}
+	// envtest logs a few start-up lines through controller-runtime's
+	// global logger, which prints a stack trace to stderr when nobody set
+	// one. The processes' own output (out) is what matters; drop those.
+	setLoggerOnce.Do(func() { ctrllog.SetLogger(logr.Discard()) })
 	dir, err := os.MkdirTemp("", "kgd-controlplane-")
 	if err != nil {
 		return nil, fmt.Errorf("create temp dir: %w", err)
