@@ -81,8 +81,8 @@ lint: ## gofmt, go vet and staticcheck
 	$(BIN)/staticcheck ./...
 
 .PHONY: bench
-bench: $(EMULATORS) ## run the benchmarks on the emulators and record them in BENCHMARKS.txt
-	$(EMULATORS) -quiet -- go test -run '^$$' -bench . -benchmem -count=1 ./... | tee bench.txt.tmp
+bench: $(EMULATORS) ## run the benchmarks (one package at a time) on the emulators and record them in BENCHMARKS.txt
+	$(EMULATORS) -quiet -- go test -p 1 -run '^$$' -bench . -benchmem -count=1 ./... | tee bench.txt.tmp
 	{ echo "# make bench, $$(date -u +%Y-%m-%dT%H:%MZ), $$(nproc) cores, $$(go version | cut -d' ' -f3)"; grep -E '^(Benchmark|goos|goarch|cpu|pkg)' bench.txt.tmp; } > BENCHMARKS.txt
 	rm -f bench.txt.tmp
 

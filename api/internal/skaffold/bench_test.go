@@ -16,6 +16,10 @@ import (
 
 func benchBackend(b *testing.B) (*backend, *api) {
 	be := newBackend(b)
+	// A benchmark's b.N may need longer than a test's bound.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	b.Cleanup(cancel)
+	be.ctx = ctx
 	return be, be.startAPI(apiOptions{})
 }
 
