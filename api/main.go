@@ -57,7 +57,7 @@ type config struct {
 	rpcPort, httpPort                  int
 	key                                []byte
 	previous                           [][]byte
-	maxLag                             int
+	maxLag, maxHistory                 int
 	writeTimeout                       time.Duration
 }
 
@@ -112,6 +112,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.maxLag, err = strconv.Atoi(env("KGD_STREAM_MAX_LAG", "10000")); err != nil || c.maxLag < 1 {
 		bad("KGD_STREAM_MAX_LAG", fmt.Errorf("%q is not a positive number of events", getenv("KGD_STREAM_MAX_LAG")))
+	}
+	if c.maxHistory, err = strconv.Atoi(env("KGD_STREAM_MAX_HISTORY", "500000")); err != nil || c.maxHistory < 1 {
+		bad("KGD_STREAM_MAX_HISTORY", fmt.Errorf("%q is not a positive number of events", getenv("KGD_STREAM_MAX_HISTORY")))
 	}
 	if c.writeTimeout, err = time.ParseDuration(env("KGD_STREAM_WRITE_TIMEOUT", "30s")); err != nil || c.writeTimeout <= 0 {
 		bad("KGD_STREAM_WRITE_TIMEOUT", fmt.Errorf("%q is not a positive duration", getenv("KGD_STREAM_WRITE_TIMEOUT")))
@@ -173,7 +176,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	pub := queue.NewPublisher(ps, cfg.topic)
 	defer pub.Stop()
-	events := feed.New(st, feed.Options{MaxLag: cfg.maxLag}, log)
+	events := feed.New(st, feed.Options{MaxLag: cfg.maxLag, MaxHistory: cfg.maxHistory}, log)
 	defer events.Close()
 	svc, err := skaffold.New(st, pub, events, log, nil)
 	if err != nil {

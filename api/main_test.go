@@ -66,8 +66,8 @@ func TestLoadConfig(t *testing.T) {
 		{name: "nothing", want: []string{"GOOGLE_CLOUD_PROJECT: required", "KGD_ENCRYPTION_KEY"}},
 		{name: "bad-ports", args: []string{"--rpc-port", "0", "--rpc-http-port", "70000"}, want: []string{"--rpc-port: 0 is not a port", "--rpc-http-port: 70000 is not a port"}},
 		{name: "same-ports", args: []string{"--rpc-port", "9000", "--rpc-http-port", "9000"}, want: []string{"--rpc-http-port: 9000 is also the --rpc-port"}},
-		{name: "bad-env", env: map[string]string{"PORT": "http", "KGD_STREAM_MAX_LAG": "-1", "KGD_STREAM_WRITE_TIMEOUT": "soon"},
-			want: []string{`PORT: "http" is not a port`, "KGD_STREAM_MAX_LAG", "KGD_STREAM_WRITE_TIMEOUT"}},
+		{name: "bad-env", env: map[string]string{"PORT": "http", "KGD_STREAM_MAX_LAG": "-1", "KGD_STREAM_WRITE_TIMEOUT": "soon", "KGD_STREAM_MAX_HISTORY": "0"},
+			want: []string{`PORT: "http" is not a port`, "KGD_STREAM_MAX_LAG", "KGD_STREAM_WRITE_TIMEOUT", "KGD_STREAM_MAX_HISTORY"}},
 		{name: "unknown-flag", args: []string{"--rpc-prot", "1"}, want: []string{"flag provided but not defined: -rpc-prot"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -76,7 +76,7 @@ func TestLoadConfig(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.rpcPort != 50051 || c.httpPort != 50052 || c.host != "127.0.0.1" || c.maxLag != 10000 {
+				if c.rpcPort != 50051 || c.httpPort != 50052 || c.host != "127.0.0.1" || c.maxLag != 10000 || c.maxHistory != 500000 {
 					t.Errorf("defaults = %+v", c)
 				}
 				return

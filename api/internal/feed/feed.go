@@ -16,6 +16,12 @@
 // A scope's listener and history are dropped Linger after its last stream
 // ends, and when the listener fails (its streams end with the error; the
 // next stream starts a new listener, which replays from Firestore).
+//
+// Memory is bounded by MaxHistory: once a scope holds more events than
+// that, the batches every open stream has already read are dropped. A
+// scope that has dropped its beginning can no longer serve a replay, so
+// the next new stream starts a fresh listener for the scope (which replays
+// from Firestore) and the old one ends with its last stream.
 package feed
 
 import (
@@ -23,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -50,6 +57,9 @@ type Options struct {
 	// LagGrace is how long a stream may stay more than MaxLag events
 	// behind; 0 means 5 seconds.
 	LagGrace time.Duration
+	// MaxHistory is how many events a scope keeps in memory before it
+	// drops what every open stream has read; 0 means 500,000.
+	MaxHistory int
 	// Linger is how long a scope's listener outlives its last stream, so
 	// a client that reconnects does not cause a new replay from
 	// Firestore; 0 means 30 seconds.
@@ -76,6 +86,9 @@ func New(w Watcher, opts Options, log *slog.Logger) *Feed {
 	if opts.MaxLag <= 0 {
 		opts.MaxLag = 10_000
 	}
+	if opts.MaxHistory <= 0 {
+		opts.MaxHistory = 500_000
+	}
 	if opts.LagGrace <= 0 {
 		opts.LagGrace = 5 * time.Second
 	}
@@ -91,21 +104,48 @@ type scope struct {
 	name   string
 	cancel context.CancelFunc
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// batches holds the history from batch number base on; ends and
+	// arrived run parallel to it. Positions (Subscription.pos) count
+	// from the first batch ever delivered.
 	batches []store.EventBatch
-	ends    []int         // ends[i]: events in batches[0..i]
+	ends    []int         // ends[i]: events in every batch up to and including batches[i]
 	arrived []time.Time   // arrived[i]: when batches[i] was delivered
+	base    int           // batches dropped from the front
+	dropped int           // events in them
 	wake    chan struct{} // closed and replaced when a batch arrives or the scope ends
 	err     error         // why the listener stopped; set once
-	subs    int
+	subs    map[*Subscription]struct{}
+	retired bool // replaced by a newer listener: no new streams, no linger
 	linger  *time.Timer
 }
 
 func (s *scope) total() int {
 	if len(s.ends) == 0 {
-		return 0
+		return s.dropped
 	}
 	return s.ends[len(s.ends)-1]
+}
+
+// trim drops the batches every subscription has read while the scope
+// holds more than max events. s.mu must be held.
+func (s *scope) trim(max int) {
+	if s.total()-s.dropped <= max {
+		return
+	}
+	low := s.base + len(s.batches)
+	for sub := range s.subs {
+		low = min(low, sub.pos)
+	}
+	n := low - s.base
+	if n <= 0 {
+		return
+	}
+	s.dropped = s.ends[n-1]
+	s.base = low
+	s.batches = slices.Clone(s.batches[n:])
+	s.ends = slices.Clone(s.ends[n:])
+	s.arrived = slices.Clone(s.arrived[n:])
 }
 
 // Subscribe starts a stream of scope's events from the first stored one.
@@ -117,17 +157,34 @@ func (f *Feed) Subscribe(scopeName string) (*Subscription, error) {
 		return nil, ErrClosed
 	}
 	s := f.scopes[scopeName]
+	if s != nil {
+		s.mu.Lock()
+		partial := s.base > 0
+		if partial {
+			// Its beginning is gone, so it cannot replay: it serves its
+			// streams to their end, and a new listener serves new ones.
+			s.retired = true
+			if len(s.subs) == 0 {
+				s.cancel()
+			}
+		}
+		s.mu.Unlock()
+		if partial {
+			s = nil
+		}
+	}
 	if s == nil {
 		s = f.startLocked(scopeName)
 	}
+	sub := &Subscription{f: f, s: s}
 	s.mu.Lock()
-	s.subs++
+	s.subs[sub] = struct{}{}
 	if s.linger != nil {
 		s.linger.Stop()
 		s.linger = nil
 	}
 	s.mu.Unlock()
-	return &Subscription{f: f, s: s}, nil
+	return sub, nil
 }
 
 // Listeners returns the number of scopes with a running listener.
@@ -139,7 +196,7 @@ func (f *Feed) Listeners() int {
 
 func (f *Feed) startLocked(name string) *scope {
 	ctx, cancel := context.WithCancel(f.ctx)
-	s := &scope{name: name, cancel: cancel, wake: make(chan struct{})}
+	s := &scope{name: name, cancel: cancel, wake: make(chan struct{}), subs: map[*Subscription]struct{}{}}
 	f.scopes[name] = s
 	f.wg.Add(1)
 	go func() {
@@ -150,6 +207,7 @@ func (f *Feed) startLocked(name string) *scope {
 			s.batches = append(s.batches, b)
 			s.ends = append(s.ends, s.total()+len(b.V1)+len(b.V2))
 			s.arrived = append(s.arrived, time.Now())
+			s.trim(f.opts.MaxHistory)
 			close(s.wake)
 			s.wake = make(chan struct{})
 			s.mu.Unlock()
@@ -184,11 +242,16 @@ func (f *Feed) drop(s *scope) {
 	s.cancel()
 }
 
-func (f *Feed) release(s *scope) {
+func (f *Feed) release(sub *Subscription) {
+	s := sub.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.subs--
-	if s.subs > 0 || s.err != nil {
+	delete(s.subs, sub)
+	if len(s.subs) > 0 || s.err != nil {
+		return
+	}
+	if s.retired {
+		s.cancel()
 		return
 	}
 	s.linger = time.AfterFunc(f.opts.Linger, func() {
@@ -196,7 +259,7 @@ func (f *Feed) release(s *scope) {
 		// and the drop.
 		f.mu.Lock()
 		s.mu.Lock()
-		idle := s.subs == 0 && f.scopes[s.name] == s
+		idle := len(s.subs) == 0 && f.scopes[s.name] == s
 		if idle {
 			delete(f.scopes, s.name)
 		}
@@ -233,12 +296,12 @@ func (sub *Subscription) Next(ctx context.Context) (store.EventBatch, error) {
 	s := sub.s
 	for {
 		s.mu.Lock()
-		if sub.pos < len(s.batches) {
-			b := s.batches[sub.pos]
-			behind := s.total() - s.ends[sub.pos]
-			age := time.Since(s.arrived[sub.pos])
+		if i := sub.pos - s.base; i < len(s.batches) {
+			b := s.batches[i]
+			behind := s.total() - s.ends[i]
+			age := time.Since(s.arrived[i])
 			sub.pos++
-			atHead := sub.pos == len(s.batches)
+			atHead := i+1 == len(s.batches)
 			s.mu.Unlock()
 			if sub.caughtUp && behind > sub.f.opts.MaxLag && age > sub.f.opts.LagGrace {
 				return store.EventBatch{}, fmt.Errorf("%w: %d events behind (the limit is %d); reconnect to replay", ErrTooSlow, behind, sub.f.opts.MaxLag)
@@ -264,5 +327,5 @@ func (sub *Subscription) Next(ctx context.Context) (store.EventBatch, error) {
 // Close ends the subscription; a scope without subscriptions is dropped
 // after the feed's Linger.
 func (sub *Subscription) Close() {
-	sub.once.Do(func() { sub.f.release(sub.s) })
+	sub.once.Do(func() { sub.f.release(sub) })
 }

@@ -182,3 +182,62 @@ func TestTooSlowAndClose(t *testing.T) {
 		t.Errorf("Subscribe after Close: %v", err)
 	}
 }
+
+// TestMaxHistory: a scope drops what every stream has read once it holds
+// more than MaxHistory events; a new stream then gets a new listener that
+// replays everything, while the old streams go on.
+func TestMaxHistory(t *testing.T) {
+	w := newWatcher()
+	f := feed.New(w, feed.Options{MaxHistory: 3, LagGrace: time.Hour}, discard())
+	defer f.Close()
+	old, _ := f.Subscribe("")
+	for i := range 5 {
+		w.write(string(rune('a' + i)))
+		if got := next(t, old); got != string(rune('a'+i)) {
+			t.Fatalf("old stream got %q at %d", got, i)
+		}
+	}
+	// The old scope dropped its beginning: a new stream gets a new
+	// listener, and the whole history.
+	fresh, _ := f.Subscribe("")
+	defer fresh.Close()
+	for i := range 5 {
+		if got := next(t, fresh); got != string(rune('a'+i)) {
+			t.Errorf("new stream replay %d = %q", i, got)
+		}
+	}
+	if w.watchCalls() != 2 {
+		t.Errorf("watch calls = %d, want 2 (a new listener for the new stream)", w.watchCalls())
+	}
+	w.write("f")
+	if next(t, old) != "f" || next(t, fresh) != "f" {
+		t.Error("live event missing")
+	}
+	// The old listener ends with its last stream; the new one stays.
+	old.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for f.Listeners() != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := f.Listeners(); n != 1 {
+		t.Errorf("listeners = %d, want 1", n)
+	}
+}
+
+// TestMaxHistoryKeepsUnread: batches a stream has not read yet are kept,
+// however many there are.
+func TestMaxHistoryKeepsUnread(t *testing.T) {
+	w := newWatcher()
+	f := feed.New(w, feed.Options{MaxHistory: 2, LagGrace: time.Hour}, discard())
+	defer f.Close()
+	s, _ := f.Subscribe("")
+	defer s.Close()
+	for i := range 6 {
+		w.write(string(rune('a' + i)))
+	}
+	for i := range 6 {
+		if got := next(t, s); got != string(rune('a'+i)) {
+			t.Errorf("event %d = %q", i, got)
+		}
+	}
+}
