@@ -146,3 +146,44 @@ func (s *Store) LatestState(ctx context.Context) (owner, name string, st *RepoSt
 	}
 	return owner, name, st, nil
 }
+
+// UpdateState changes the repository's current state in a transaction:
+// fn gets the stored state (V1 and V2 never nil) and changes it in place;
+// the result is written as the same job's state. A concurrent PutState
+// (the runner's) is never lost: the transaction retries fn on the newer
+// state. It returns ErrNotFound if no state was ever recorded.
+func (s *Store) UpdateState(ctx context.Context, owner, name string, fn func(*RepoState) error) error {
+	if err := checkRepo(owner, name); err != nil {
+		return fmt.Errorf("update state: %w", err)
+	}
+	ref := s.stateRef(owner, name)
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		snap, err := tx.Get(ref)
+		if err != nil {
+			return err
+		}
+		st, err := decodeState(snap)
+		if err != nil {
+			return err
+		}
+		if err := fn(st); err != nil {
+			return err
+		}
+		b1, err := proto.Marshal(st.V1)
+		if err != nil {
+			return fmt.Errorf("marshal v1: %w", err)
+		}
+		b2, err := proto.Marshal(st.V2)
+		if err != nil {
+			return fmt.Errorf("marshal v2: %w", err)
+		}
+		if size := len(b1) + len(b2) + 256; size > MaxEventBatchBytes {
+			return fmt.Errorf("%d bytes: %w", size, ErrTooLarge)
+		}
+		return tx.Set(ref, stateDoc{JobID: st.JobID, Iteration: int64(st.Iteration), V1: b1, V2: b2, Version: st.Version + 1})
+	})
+	if err != nil {
+		return fmt.Errorf("update state of %s/%s: %w", owner, name, translate(err))
+	}
+	return nil
+}

@@ -68,3 +68,34 @@ func TestLatestState(t *testing.T) {
 		}
 	}
 }
+
+func TestUpdateState(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	if err := e.store.UpdateState(e.ctx, "octo", "none", func(*store.RepoState) error { return nil }); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("no state: %v, want ErrNotFound", err)
+	}
+	f := event.NewFactory(event.Job{ID: "j"}, event.Plan{}, nil)
+	if err := e.store.PutState(e.ctx, "octo", "app", "j1", 3, f.NewV1State(event.Triggers{}), f.NewV2State(event.Triggers{})); err != nil {
+		t.Fatal(err)
+	}
+	err := e.store.UpdateState(e.ctx, "octo", "app", func(st *store.RepoState) error {
+		st.V1.DeployState.Status = "Custom"
+		st.V2.DeployState.Status = "Custom2"
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := e.store.State(e.ctx, "octo", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.V1.GetDeployState().GetStatus() != "Custom" || st.V2.GetDeployState().GetStatus() != "Custom2" || st.JobID != "j1" || st.Iteration != 3 || st.Version != 2 {
+		t.Errorf("after UpdateState: %+v", st)
+	}
+	boom := errors.New("boom")
+	if err := e.store.UpdateState(e.ctx, "octo", "app", func(*store.RepoState) error { return boom }); !errors.Is(err, boom) {
+		t.Errorf("fn's error: %v", err)
+	}
+}

@@ -297,6 +297,32 @@ func TestHandle(t *testing.T) {
 	if !strings.Contains(string(f.Result), `"id":"Custom-1"`) {
 		t.Errorf("handled v2 event = %s", line)
 	}
+	// With a recorded state, a handled event updates it, as in Skaffold.
+	f0 := event.NewFactory(event.Job{ID: "job-a", Repository: "octo/app", Iteration: 1}, event.Plan{}, time.Now)
+	if err := b.store.PutState(b.ctx, "octo", "app", "job-a", 1, f0.NewV1State(event.Triggers{}), f0.NewV2State(event.Triggers{})); err != nil {
+		t.Fatal(err)
+	}
+	if code, body, _ := a.do(t, http.MethodPost, "/v1/events/handle?repository=octo/app", `{"deployEvent":{"status":"Custom"}}`); code != 200 {
+		t.Fatalf("handle deploy event: %d %s", code, body)
+	}
+	if code, body, _ := a.do(t, http.MethodPost, "/v2/events/handle?repository=octo/app", `{"deploySubtaskEvent":{"id":"0","status":"Custom2"}}`); code != 200 {
+		t.Fatalf("handle v2 deploy event: %d %s", code, body)
+	}
+	st, err := a.v1.GetState(scoped(ctx, "octo/app"), &emptypb.Empty{})
+	if err != nil || st.GetDeployState().GetStatus() != "Custom" {
+		t.Errorf("v1 state after a handled deploy event: %v %v", st.GetDeployState(), err)
+	}
+	st2, err := a.v2.GetState(scoped(ctx, "octo/app"), &emptypb.Empty{})
+	if err != nil || st2.GetDeployState().GetStatus() != "Custom2" {
+		t.Errorf("v2 state after a handled deploy event: %v %v", st2.GetDeployState(), err)
+	}
+	// The handled deploy events are streamed too, each in its version.
+	if _, line := s.next(t); !strings.Contains(line, `"deployEvent":{"status":"Custom"`) {
+		t.Errorf("v1 stream after the handled deploy event: %s", line)
+	}
+	if _, line := s2.next(t); !strings.Contains(line, `"status":"Custom2"`) {
+		t.Errorf("v2 stream after the handled deploy event: %s", line)
+	}
 	b.append(jobA, 0, "after")
 	if got := s.entries(t, 1); got[0] != "after" {
 		t.Errorf("after the handled v1 event came %q, want only the appended one", got[0])

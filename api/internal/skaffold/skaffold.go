@@ -81,6 +81,7 @@ type Store interface {
 	Jobs(ctx context.Context, owner, name string, limit int) ([]store.Job, error)
 	MarkJobPublished(ctx context.Context, id, messageID string, at time.Time) error
 	AppendEvents(ctx context.Context, b store.EventBatch) error
+	UpdateState(ctx context.Context, owner, name string, fn func(*store.RepoState) error) error
 }
 
 // Publisher publishes job messages for the runners.
@@ -504,6 +505,19 @@ func (svc *Service) handle(ctx context.Context, e proto.Message, set bool, wrap 
 	b.Job = store.JobRef{ID: "handled-" + randomID(), Owner: r.Owner, Name: r.Name, Iteration: max(r.NextIteration-1, 0)}
 	if err := svc.store.AppendEvents(ctx, b); err != nil {
 		return grpcError(err, "handle")
+	}
+	// As in Skaffold, the event also updates the state.
+	err = svc.store.UpdateState(ctx, r.Owner, r.Name, func(st *store.RepoState) error {
+		for _, e := range b.V1 {
+			event.ApplyV1(st.V1, e)
+		}
+		for _, e := range b.V2 {
+			event.ApplyV2(st.V2, e)
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, store.ErrNotFound) { // no job yet: no state to update
+		return grpcError(err, "handle: update the state")
 	}
 	return nil
 }
