@@ -222,6 +222,21 @@ func SetAutoTrigger(s1 *v1pb.State, s2 *v2pb.State, phase Phase, enabled bool) {
 	}
 }
 
+// ShowTriggersV1 sets the autoTrigger flags of a v1 state to t, changing
+// nothing else (unlike SetAutoTrigger, which also resets the phase).
+func ShowTriggersV1(s *v1pb.State, t Triggers) {
+	ensure(&s.BuildState).AutoTrigger = t.Build
+	ensure(&s.DeployState).AutoTrigger = t.Deploy
+	ensure(&s.FileSyncState).AutoTrigger = t.Sync
+}
+
+// ShowTriggersV2 is ShowTriggersV1 for a v2 state.
+func ShowTriggersV2(s *v2pb.State, t Triggers) {
+	ensure(&s.BuildState).AutoTrigger = t.Build
+	ensure(&s.DeployState).AutoTrigger = t.Deploy
+	ensure(&s.FileSyncState).AutoTrigger = t.Sync
+}
+
 // Phase names a phase of the control API.
 type Phase string
 

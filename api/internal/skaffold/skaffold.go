@@ -522,14 +522,6 @@ func (svc *Service) handle(ctx context.Context, e proto.Message, set bool, wrap 
 	return nil
 }
 
-// ensure returns *p, allocating it first if it is nil.
-func ensure[T any](p **T) *T {
-	if *p == nil {
-		*p = new(T)
-	}
-	return *p
-}
-
 func randomID() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
@@ -555,9 +547,7 @@ func (s *v1Server) GetState(ctx context.Context, _ *emptypb.Empty) (*v1pb.State,
 	}
 	// Only the flags: Skaffold's reset on enabling belongs to the switch,
 	// not to reading the state.
-	ensure(&out.BuildState).AutoTrigger = trig.AutoBuild
-	ensure(&out.DeployState).AutoTrigger = trig.AutoDeploy
-	ensure(&out.FileSyncState).AutoTrigger = trig.AutoSync
+	event.ShowTriggersV1(out, eventTriggers(trig))
 	out.FileSyncState.Status = SyncNotApplicable
 	return out, nil
 }
@@ -619,9 +609,7 @@ func (s *v2Server) GetState(ctx context.Context, _ *emptypb.Empty) (*v2pb.State,
 	} else {
 		out = event.NewFactory(event.Job{}, event.Plan{}, s.svc.now).NewV2State(eventTriggers(trig))
 	}
-	ensure(&out.BuildState).AutoTrigger = trig.AutoBuild
-	ensure(&out.DeployState).AutoTrigger = trig.AutoDeploy
-	ensure(&out.FileSyncState).AutoTrigger = trig.AutoSync
+	event.ShowTriggersV2(out, eventTriggers(trig))
 	out.FileSyncState.Status = SyncNotApplicableV2
 	return out, nil
 }
