@@ -75,7 +75,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	private.Handle("GET /healthz", health("private"))
 	o, err := oauth.New(oauth.Config{
 		ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubClientSecret,
-		WebURL: cfg.GitHubWebURL.String(), RedirectURL: cfg.PrivateURL.JoinPath("api/v0/github/oauth_callback").String(),
+		WebURL: cfg.GitHubWebURL.String(), RedirectURL: cfg.OAuthCallbackURL.String(),
 		PrivateRepos: cfg.PrivateRepos, StateKey: stateKey,
 	}, st, gitHub, httpClient, log, nil)
 	if err != nil {
@@ -98,6 +98,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, err
 	}
 	wh.Register(public)
+	// GitHub sends the browser back to the callback; in the cloud only
+	// PublicAPI is reachable without a Google identity. The signed,
+	// single-use, expiring state (issued only by PrivateAPI's login_url)
+	// and PKCE make it safe to serve publicly.
+	o.RegisterCallback(public)
 
 	a.Private, a.Public = private, public
 	return a, nil

@@ -38,7 +38,11 @@ type env struct {
 
 // newEnv runs both functions, built by app.New exactly as in production,
 // against the emulators (a project of the test's own) and a fake GitHub.
-func newEnv(t *testing.T) *env {
+func newEnv(t *testing.T) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with more variables, computed from the servers'
+// base URLs.
+func newEnvWith(t *testing.T, more func(private, public string) map[string]string) *env {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	t.Cleanup(cancel)
@@ -55,13 +59,18 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 
-	// The private server's URL must be known before the config is read.
-	private := httptest.NewUnstartedServer(nil)
+	// The servers' URLs must be known before the config is read.
+	private, public := httptest.NewUnstartedServer(nil), httptest.NewUnstartedServer(nil)
 	vars := map[string]string{
 		"GOOGLE_CLOUD_PROJECT": project, "PUBLIC_HTTP_HOST": "http://deploy.example.test:5001",
 		"PRIVATE_HTTP_HOST": "http://" + private.Listener.Addr().String(),
 		"GITHUB_CLIENT_ID":  "client-id", "GITHUB_CLIENT_SECRET": "client-secret",
 		"GITHUB_API_URL": gh.APIURL, "GITHUB_WEB_URL": gh.URL, "KGD_ENCRYPTION_KEY": testKey,
+	}
+	if more != nil {
+		for k, v := range more("http://"+private.Listener.Addr().String(), "http://"+public.Listener.Addr().String()) {
+			vars[k] = v
+		}
 	}
 	cfg, err := app.LoadConfig(func(k string) string { return vars[k] })
 	if err != nil {
@@ -72,10 +81,10 @@ func newEnv(t *testing.T) *env {
 		t.Fatalf("app.New: %v", err)
 	}
 	t.Cleanup(func() { a.Close() })
-	private.Config.Handler = a.Private
+	private.Config.Handler, public.Config.Handler = a.Private, a.Public
 	private.Start()
 	t.Cleanup(private.Close)
-	public := httptest.NewServer(a.Public)
+	public.Start()
 	t.Cleanup(public.Close)
 	return &env{ctx: ctx, gh: gh, private: private, public: public, client: &http.Client{Timeout: 20 * time.Second}}
 }
@@ -215,6 +224,90 @@ func TestOAuth(t *testing.T) {
 	})
 }
 
+// TestOAuthCallbackOnPublicAPI is the cloud set-up: GitHub sends the
+// browser to PublicAPI, the only function reachable without a Google
+// identity. Only a state PrivateAPI's login_url issued is accepted there.
+func TestOAuthCallbackOnPublicAPI(t *testing.T) {
+	t.Parallel()
+	e := newEnvWith(t, func(_, public string) map[string]string {
+		return map[string]string{"KGD_OAUTH_CALLBACK_URL": public + "/api/v0/github/oauth_callback"}
+	})
+	_, body := e.call(t, "GET", e.private.URL+"/api/v0/github/login_url")
+	u, _ := url.Parse(body["login_url"].(string))
+	if got, want := u.Query().Get("redirect_uri"), e.public.URL+"/api/v0/github/oauth_callback"; got != want {
+		t.Fatalf("redirect_uri = %q, want PublicAPI's callback %q", got, want)
+	}
+
+	// An attacker holds a real code of their own GitHub account but no
+	// state from login_url: forged, foreign-key, made-up or missing states
+	// all fail before GitHub is asked, and no token is stored.
+	e.gh.SignInAs("mallory", "admin:repo_hook")
+	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	attackerURL := *u
+	q := attackerURL.Query()
+	q.Set("state", "mallory")
+	attackerURL.RawQuery = q.Encode()
+	resp, err := noFollow.Get(attackerURL.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	code := loc.Query().Get("code")
+	if code == "" {
+		t.Fatalf("fake GitHub gave no code: %s", loc)
+	}
+	issued := u.Query().Get("state")
+	parts := strings.Split(issued, ".")
+	for name, state := range map[string]string{
+		"made-up":          "mallory",
+		"unsigned":         parts[0] + "." + parts[1] + ".",
+		"other-flow-id":    "AAAAAAAAAAAAAAAAAAAAAAAAAA." + parts[1] + "." + parts[2],
+		"later-expiry":     parts[0] + ".9999999999." + parts[2],
+		"missing":          "",
+		"signed-elsewhere": parts[0] + "." + parts[1] + ".AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+	} {
+		t.Run(name, func(t *testing.T) {
+			status, body := e.call(t, "GET", e.public.URL+"/api/v0/github/oauth_callback?"+url.Values{"code": {code}, "state": {state}}.Encode())
+			if status != http.StatusBadRequest || body["ok"] != false {
+				t.Errorf("callback = %d %v, want 400", status, body)
+			}
+		})
+	}
+	if n := e.gh.Exchanges(); n != 0 {
+		t.Errorf("GitHub saw %d token exchanges, want 0", n)
+	}
+	e.gh.AddRepo("mallory", "app", "mallory")
+	if status, body := e.call(t, "POST", e.private.URL+"/api/v0/github/repositories/mallory/app?login=mallory"); status != http.StatusUnauthorized {
+		t.Errorf("track with the attacker's login = %d %v, want 401 (no token stored)", status, body)
+	}
+
+	// The real flow, through PublicAPI's callback, signs in once.
+	e.gh.SignInAs("octo", "admin:repo_hook")
+	resp, err = noFollow.Get(u.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	callback := resp.Header.Get("Location")
+	if !strings.HasPrefix(callback, e.public.URL+"/") {
+		t.Fatalf("GitHub redirected to %q, want PublicAPI", callback)
+	}
+	if status, body := e.call(t, "GET", callback); status != http.StatusOK || body["login"] != "octo" {
+		t.Fatalf("callback on PublicAPI = %d %v, want 200 as octo", status, body)
+	}
+	if status, _ := e.call(t, "GET", callback); status != http.StatusBadRequest {
+		t.Errorf("replayed callback = %d, want 400", status)
+	}
+	if n := e.gh.Exchanges(); n != 1 {
+		t.Errorf("GitHub saw %d token exchanges, want 1", n)
+	}
+	// PublicAPI never starts a sign-in: login_url stays private.
+	if status, _ := e.call(t, "GET", e.public.URL+"/api/v0/github/login_url"); status != http.StatusNotFound {
+		t.Errorf("PublicAPI login_url = %d, want 404", status)
+	}
+}
+
 func TestTrackWebhookUntrack(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -332,7 +425,8 @@ func TestLoadConfig(t *testing.T) {
 	}
 	if cfg.PrivatePort != 5000 || cfg.PublicPort != 5001 || cfg.ListenHost != "127.0.0.1" || cfg.Topic != "kgd-jobs" ||
 		cfg.GitHubAPIURL.String() != "https://api.github.com/" || cfg.GitHubWebURL.String() != "https://github.com/" ||
-		cfg.PrivateURL.String() != "http://localhost:5000/" {
+		cfg.PrivateURL.String() != "http://localhost:5000/" ||
+		cfg.OAuthCallbackURL.String() != "http://localhost:5000/api/v0/github/oauth_callback" {
 		t.Errorf("defaults = %+v", cfg)
 	}
 	tests := []struct {
@@ -352,6 +446,8 @@ func TestLoadConfig(t *testing.T) {
 		{"missing-key", "KGD_ENCRYPTION_KEY", ""},
 		{"bad-previous-key", "KGD_ENCRYPTION_KEY_PREVIOUS", "nope"},
 		{"bad-api-url", "GITHUB_API_URL", "://x"},
+		{"callback-elsewhere", "KGD_OAUTH_CALLBACK_URL", "https://deploy.example.com/login"},
+		{"relative-callback", "KGD_OAUTH_CALLBACK_URL", "/api/v0/github/oauth_callback"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

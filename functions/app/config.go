@@ -22,9 +22,15 @@ type Config struct {
 	// PublicURL is the base URL GitHub reaches PublicAPI at
 	// (PUBLIC_HTTP_HOST, required).
 	PublicURL *url.URL
-	// PrivateURL is the base URL of PrivateAPI, for the OAuth callback
-	// (PRIVATE_HTTP_HOST, default http://localhost:<PrivatePort>).
+	// PrivateURL is the base URL of PrivateAPI (PRIVATE_HTTP_HOST, default
+	// http://localhost:<PrivatePort>).
 	PrivateURL *url.URL
+	// OAuthCallbackURL is where GitHub sends the browser back after sign-in,
+	// the OAuth App's callback URL (KGD_OAUTH_CALLBACK_URL, default
+	// PrivateURL + api/v0/github/oauth_callback). Both functions serve the
+	// route; in the cloud it is PublicAPI's, because a browser cannot pass
+	// PrivateAPI's IAM check.
+	OAuthCallbackURL *url.URL
 	// GitHubClientID and GitHubClientSecret are the OAuth App's
 	// (GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET; required).
 	GitHubClientID, GitHubClientSecret string
@@ -44,6 +50,21 @@ type Config struct {
 	// (KGD_ENCRYPTION_KEY_PREVIOUS, comma separated).
 	EncryptionKey []byte
 	PreviousKeys  [][]byte
+}
+
+// CallbackPath is the OAuth callback route (without its leading slash).
+const CallbackPath = "api/v0/github/oauth_callback"
+
+// callbackURL parses KGD_OAUTH_CALLBACK_URL: an absolute http(s) URL
+// ending in the route both functions serve.
+func callbackURL(s string, bad func(string, error)) *url.URL {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" ||
+		!strings.HasSuffix(u.Path, "/"+CallbackPath) {
+		bad("KGD_OAUTH_CALLBACK_URL", fmt.Errorf("%q is not an absolute http(s) URL ending in /%s", s, CallbackPath))
+		return nil
+	}
+	return u
 }
 
 // ConfigError names the variable whose value is wrong.
@@ -111,6 +132,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	c.ListenHost = env("KGD_LISTEN_HOST", "127.0.0.1")
 	c.PublicURL = baseURL("PUBLIC_HTTP_HOST", "", true)
 	c.PrivateURL = baseURL("PRIVATE_HTTP_HOST", fmt.Sprintf("http://localhost:%d/", c.PrivatePort), false)
+	if c.PrivateURL != nil {
+		c.OAuthCallbackURL = callbackURL(env("KGD_OAUTH_CALLBACK_URL", c.PrivateURL.JoinPath(CallbackPath).String()), bad)
+	}
 	if s := getenv("PUBLIC_HTTP_SSL_ENABLED"); s != "" && c.PublicURL != nil {
 		ssl := boolean("PUBLIC_HTTP_SSL_ENABLED", false)
 		if ssl != (c.PublicURL.Scheme == "https") {

@@ -1,5 +1,6 @@
 // Package oauth signs users in with GitHub (PrivateAPI's
-// GET /api/v0/github/login_url and GET /api/v0/github/oauth_callback)
+// GET /api/v0/github/login_url and GET /api/v0/github/oauth_callback, the
+// latter also on PublicAPI)
 // using the OAuth web flow with a signed, expiring, single-use state and
 // PKCE (S256), and stores each user's token sealed.
 //
@@ -112,9 +113,16 @@ func New(cfg Config, st Store, client func(token string) *github.Client, httpCli
 	}, nil
 }
 
-// Register adds the routes to m.
+// Register adds both routes to m (PrivateAPI).
 func (h *Handler) Register(m *web.Mux) {
 	m.Handle("GET /api/v0/github/login_url", h.handleLoginURL)
+	h.RegisterCallback(m)
+}
+
+// RegisterCallback adds only the callback route to m (PublicAPI, which a
+// browser can reach in the cloud). A callback is only accepted with a
+// state that login_url issued, signed, unexpired and not yet used.
+func (h *Handler) RegisterCallback(m *web.Mux) {
 	m.Handle("GET /api/v0/github/oauth_callback", h.handleCallback)
 }
 

@@ -4,9 +4,12 @@
 // functions/cmd/bundle), and so does the local server.
 //
 // The functions framework's registry is a process-wide global; this file is
-// the one place that touches it. The App behind both functions is built on
-// first use from the environment; a bad configuration stops the process at
-// start-up with a message naming the variable.
+// the one place that touches it. The App behind both functions is built from
+// the environment. When the functions framework serves a function
+// (FUNCTION_TARGET set, as on Cloud Functions) it is built while the
+// process starts, and a bad configuration ends the process there, with a
+// message naming the variable: the instance never takes traffic, so a bad
+// deploy fails instead of answering 500 to every request.
 package registration
 
 import (
@@ -38,6 +41,12 @@ var (
 func init() {
 	functions.HTTP(PrivateAPI, serve(func(a *app.App) http.Handler { return a.Private }))
 	functions.HTTP(PublicAPI, serve(func(a *app.App) http.Handler { return a.Public }))
+	if os.Getenv("FUNCTION_TARGET") != "" {
+		if _, err := Default(); err != nil {
+			fmt.Fprintf(os.Stderr, "kube-git-deploy functions cannot start: %v\n", err)
+			os.Exit(1)
+		}
+	}
 }
 
 // Default returns the App built from the process environment, building it

@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -98,6 +99,27 @@ func TestBundleCompilesLikeTheBuildpack(t *testing.T) {
 			}
 		})
 	}
+	// Deployed with a bad configuration, the function must not start (so
+	// the deploy fails) rather than answer 500 to every request.
+	t.Run("bad-configuration", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, bin)
+		cmd.Env = append(os.Environ(),
+			"FUNCTION_TARGET=PublicAPI", "PORT="+strconv.Itoa(freePort(t)),
+			"GOOGLE_CLOUD_PROJECT=bundle-test", "PUBLIC_HTTP_HOST=https://deploy.example.com",
+			"GITHUB_CLIENT_ID=id", "KGD_ENCRYPTION_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+			"FIRESTORE_EMULATOR_HOST=127.0.0.1:1", "PUBSUB_EMULATOR_HOST=127.0.0.1:1", "GCE_METADATA_HOST=127.0.0.1:1",
+		)
+		out, err := cmd.CombinedOutput()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.ExitCode() == 0 {
+			t.Fatalf("started without GITHUB_CLIENT_SECRET: %v\n%s", err, out)
+		}
+		if !strings.Contains(string(out), "GITHUB_CLIENT_SECRET") {
+			t.Errorf("exit message does not name the variable:\n%s", out)
+		}
+	})
 }
 
 func unzip(t *testing.T, zipPath, dst string) {
