@@ -8,6 +8,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -20,8 +24,8 @@ import (
 	"github.com/docker/docker/client"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+	"google.golang.org/api/secretmanager/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
@@ -46,11 +50,18 @@ func main() {
 
 // config is the runner's configuration; README lists every variable.
 type config struct {
-	project, subscription, topic, githubWebURL, kubeconfig, workDir string
-	key                                                             []byte
-	previous                                                        [][]byte
-	statusDeadline                                                  time.Duration
-	concurrency                                                     int
+	project, subscription, topic, githubWebURL, workDir string
+	// key and previous open sealed records; keySecret, when set instead of
+	// KGD_ENCRYPTION_KEY, is the Secret Manager version holding key.
+	key       []byte
+	keySecret string
+	previous  [][]byte
+	kube      kubeTarget
+	// listenHost and healthPort serve GET /healthz; port 0 serves nothing.
+	listenHost     string
+	healthPort     int
+	statusDeadline time.Duration
+	concurrency    int
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -67,27 +78,75 @@ func loadConfig(getenv func(string) string) (config, error) {
 		subscription: env("KGD_JOBS_SUBSCRIPTION", queue.DefaultSubscription),
 		topic:        env("KGD_JOBS_TOPIC", queue.DefaultTopic),
 		githubWebURL: env("GITHUB_WEB_URL", "https://github.com/"),
-		kubeconfig:   env("KUBECONFIG", ""),
 		workDir:      env("KGD_WORKDIR", ""),
+		listenHost:   env("KGD_LISTEN_HOST", "127.0.0.1"),
+		keySecret:    env("KGD_ENCRYPTION_KEY_SECRET", ""),
+		kube: kubeTarget{
+			endpoint:   env("KGD_KUBE_ENDPOINT", ""),
+			secret:     env("KGD_KUBECONFIG_SECRET", ""),
+			kubeconfig: env("KUBECONFIG", ""),
+		},
 	}
 	if c.project == "" {
 		bad("GOOGLE_CLOUD_PROJECT", errors.New("required"))
 	}
-	k, err := secret.ParseKey(getenv("KGD_ENCRYPTION_KEY"))
-	if err != nil {
-		bad("KGD_ENCRYPTION_KEY", err)
+	var err error
+	switch raw := getenv("KGD_ENCRYPTION_KEY"); {
+	case c.keySecret != "" && raw != "":
+		bad("KGD_ENCRYPTION_KEY_SECRET", errors.New("set either it or KGD_ENCRYPTION_KEY, not both"))
+	case c.keySecret != "":
+		if !secretVersionName.MatchString(c.keySecret) {
+			bad("KGD_ENCRYPTION_KEY_SECRET", fmt.Errorf("%q is not a secret version (projects/P/secrets/S/versions/latest)", c.keySecret))
+		}
+	default:
+		if c.key, err = secret.ParseKey(raw); err != nil {
+			bad("KGD_ENCRYPTION_KEY", err)
+		}
 	}
-	c.key = k
 	if c.previous, err = secret.ParseKeys(getenv("KGD_ENCRYPTION_KEY_PREVIOUS")); err != nil {
 		bad("KGD_ENCRYPTION_KEY_PREVIOUS", err)
 	}
+	c.loadKube(env, bad)
 	if c.statusDeadline, err = time.ParseDuration(env("KGD_STATUS_CHECK_DEADLINE", "10m")); err != nil || c.statusDeadline <= 0 {
 		bad("KGD_STATUS_CHECK_DEADLINE", fmt.Errorf("%q is not a positive duration", getenv("KGD_STATUS_CHECK_DEADLINE")))
 	}
 	if c.concurrency, err = strconv.Atoi(env("KGD_RUNNER_CONCURRENCY", "1")); err != nil || c.concurrency < 1 {
 		bad("KGD_RUNNER_CONCURRENCY", fmt.Errorf("%q is not a positive number", getenv("KGD_RUNNER_CONCURRENCY")))
 	}
+	if c.healthPort, err = strconv.Atoi(env("KGD_HEALTH_PORT", "0")); err != nil || c.healthPort < 0 || c.healthPort > 65535 {
+		bad("KGD_HEALTH_PORT", fmt.Errorf("%q is not a port (0 serves no health endpoint)", getenv("KGD_HEALTH_PORT")))
+	}
 	return c, errors.Join(errs...)
+}
+
+// loadKube checks the cluster settings: a GKE endpoint with its CA, a
+// kubeconfig secret, or KUBECONFIG / in-cluster, never two of them.
+func (c *config) loadKube(env func(v, def string) string, bad func(string, error)) {
+	k := &c.kube
+	ca := env("KGD_KUBE_CA_DATA", "")
+	if k.endpoint != "" && k.secret != "" {
+		bad("KGD_KUBECONFIG_SECRET", errors.New("set either it or KGD_KUBE_ENDPOINT, not both"))
+	}
+	if k.endpoint != "" {
+		if u, err := url.Parse(k.endpoint); err != nil || u.Scheme != "https" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad("KGD_KUBE_ENDPOINT", fmt.Errorf("%q is not an https:// address of a cluster endpoint", k.endpoint))
+		}
+		if ca == "" {
+			bad("KGD_KUBE_CA_DATA", errors.New("required with KGD_KUBE_ENDPOINT (the cluster's CA certificate, base64 as GKE gives it)"))
+		} else if b, err := decodeCA(ca); err != nil {
+			bad("KGD_KUBE_CA_DATA", err)
+		} else {
+			k.caData = b
+		}
+	} else if ca != "" {
+		bad("KGD_KUBE_CA_DATA", errors.New("set only together with KGD_KUBE_ENDPOINT"))
+	}
+	if k.secret != "" && !secretVersionName.MatchString(k.secret) {
+		bad("KGD_KUBECONFIG_SECRET", fmt.Errorf("%q is not a secret version (projects/P/secrets/S/versions/latest)", k.secret))
+	}
+	if k.kubeconfig != "" && (k.endpoint != "" || k.secret != "") {
+		k.kubeconfig = "" // the explicit cloud settings win over an inherited KUBECONFIG
+	}
 }
 
 func run(ctx context.Context, getenv func(string) string) error {
@@ -96,8 +155,32 @@ func run(ctx context.Context, getenv func(string) string) error {
 		return fmt.Errorf("configuration: %w", err)
 	}
 	log := logging.New(os.Stderr, logging.Options{Project: cfg.project})
+	googleToken := func(ctx context.Context) (oauth2.TokenSource, error) {
+		return google.DefaultTokenSource(ctx, "https://www.googleapis.com/auth/cloud-platform")
+	}
 
+	var secrets secretAccessor
+	if cfg.keySecret != "" || cfg.kube.secret != "" {
+		svc, err := secretmanager.NewService(ctx)
+		if err != nil {
+			return fmt.Errorf("secret manager client: %w", err)
+		}
+		secrets = secretAccessor{svc}
+	}
+	if cfg.keySecret != "" {
+		b, err := secrets.access(ctx, cfg.keySecret)
+		if err != nil {
+			return fmt.Errorf("KGD_ENCRYPTION_KEY_SECRET: %w", err)
+		}
+		if cfg.key, err = secret.ParseKey(strings.TrimSpace(string(b))); err != nil {
+			return fmt.Errorf("KGD_ENCRYPTION_KEY_SECRET %s: %w", cfg.keySecret, err)
+		}
+	}
 	box, err := secret.NewBox(cfg.key, cfg.previous...)
+	if err != nil {
+		return err
+	}
+	kubeConfig, err := cfg.kube.restConfig(ctx, googleToken, secrets.access)
 	if err != nil {
 		return err
 	}
@@ -119,15 +202,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err := build.Ping(ctx, docker); err != nil {
 		log.Warn("Docker daemon not reachable; builds will fail until it is", logging.KeyErr, err.Error())
 	}
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	if cfg.kubeconfig != "" {
-		rules.ExplicitPath = cfg.kubeconfig
-	}
-	rest, err := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, nil).ClientConfig()
-	if err != nil {
-		return fmt.Errorf("KUBECONFIG: %w", err)
-	}
-	kube, err := kubernetes.NewForConfig(rest)
+	kube, err := kubernetes.NewForConfig(kubeConfig)
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -140,9 +215,9 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return fmt.Errorf("GITHUB_WEB_URL: %w", err)
 	}
-	dep, err := deploy.New(cfg.kubeconfig, log)
+	dep, err := deploy.New(kubeConfig, log)
 	if err != nil {
-		return fmt.Errorf("KUBECONFIG: %w", err)
+		return err
 	}
 	host, _ := os.Hostname()
 	owner := fmt.Sprintf("%s/%d", host, os.Getpid())
@@ -150,9 +225,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		LockRelease: func(ctx context.Context, key string, hold time.Duration) (func(), error) {
 			return st.LockRelease(ctx, key, owner, hold, time.Second)
 		},
-		RegistryAuth: googleRegistryAuth(func(ctx context.Context) (oauth2.TokenSource, error) {
-			return google.DefaultTokenSource(ctx, "https://www.googleapis.com/auth/cloud-platform")
-		})},
+		RegistryAuth: googleRegistryAuth(googleToken)},
 		src, build.New(docker), dep, rollout.New(kube), nil)
 	if err != nil {
 		return err
@@ -163,11 +236,44 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	hl := &health{docker: func(ctx context.Context) error { return build.Ping(ctx, docker) }}
+	if cfg.healthPort != 0 {
+		stopHealth, err := serveHealth(net.JoinHostPort(cfg.listenHost, strconv.Itoa(cfg.healthPort)), hl, log)
+		if err != nil {
+			return fmt.Errorf("KGD_HEALTH_PORT: %w", err)
+		}
+		defer stopHealth()
+	}
 	sub := queue.NewSubscriber(ps, cfg.subscription, queue.SubscriberOptions{MaxOutstanding: cfg.concurrency, Logger: log})
-	log.Info("runner started", "subscription", cfg.subscription, "concurrency", cfg.concurrency)
+	log.Info("runner started", "subscription", cfg.subscription, "concurrency", cfg.concurrency,
+		"cluster", cfg.kube.String(), "health_port", cfg.healthPort)
+	hl.receiving.Store(true)
 	err = w.Run(ctx, sub)
+	hl.receiving.Store(false)
 	log.Info("runner stopped")
 	return err
+}
+
+// serveHealth serves h on addr until the returned function is called.
+func serveHealth(addr string, h http.Handler, log *slog.Logger) (func(), error) {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("health endpoint stopped", logging.KeyErr, err.Error())
+		}
+	}()
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-done
+	}, nil
 }
 
 // googleRegistryAuth returns push credentials for Google's registries

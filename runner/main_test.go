@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -38,22 +39,69 @@ func TestGoogleRegistryAuth(t *testing.T) {
 }
 
 func TestLoadConfig(t *testing.T) {
-	base := map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "KGD_ENCRYPTION_KEY": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="}
-	if _, err := loadConfig(func(k string) string { return base[k] }); err != nil {
-		t.Fatalf("loadConfig(minimal) = %v", err)
-	}
-	for _, tt := range []struct{ key, value string }{
-		{"GOOGLE_CLOUD_PROJECT", ""}, {"KGD_ENCRYPTION_KEY", "short"},
-		{"KGD_STATUS_CHECK_DEADLINE", "soon"}, {"KGD_RUNNER_CONCURRENCY", "0"},
-	} {
+	const key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+	const secretName = "projects/p/secrets/kgd-encryption-key/versions/latest"
+	caPEM := base64.StdEncoding.EncodeToString([]byte("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n"))
+	base := map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "KGD_ENCRYPTION_KEY": key}
+	with := func(kv ...string) func(string) string {
 		env := map[string]string{}
 		for k, v := range base {
 			env[k] = v
 		}
-		env[tt.key] = tt.value
-		_, err := loadConfig(func(k string) string { return env[k] })
-		if err == nil || !strings.Contains(err.Error(), tt.key) {
-			t.Errorf("loadConfig with %s=%q = %v, want an error naming it", tt.key, tt.value, err)
+		for i := 0; i < len(kv); i += 2 {
+			env[kv[i]] = kv[i+1]
 		}
+		return func(k string) string { return env[k] }
 	}
+	t.Run("valid", func(t *testing.T) {
+		for _, tt := range []struct {
+			name string
+			env  []string
+			kube string
+		}{
+			{"minimal", nil, "in-cluster configuration or ~/.kube/config"},
+			{"key-from-secret-manager", []string{"KGD_ENCRYPTION_KEY", "", "KGD_ENCRYPTION_KEY_SECRET", secretName}, "in-cluster configuration or ~/.kube/config"},
+			{"gke", []string{"KGD_KUBE_ENDPOINT", "https://10.0.0.1", "KGD_KUBE_CA_DATA", caPEM, "KUBECONFIG", "/ignored"}, "GKE endpoint https://10.0.0.1 with the runner's Google identity"},
+			{"kubeconfig-secret", []string{"KGD_KUBECONFIG_SECRET", "projects/p/secrets/kc/versions/3"}, "kubeconfig from projects/p/secrets/kc/versions/3"},
+			{"health", []string{"KGD_HEALTH_PORT", "8080", "KGD_LISTEN_HOST", "0.0.0.0"}, "in-cluster configuration or ~/.kube/config"},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				c, err := loadConfig(with(tt.env...))
+				if err != nil {
+					t.Fatalf("loadConfig = %v", err)
+				}
+				if got := c.kube.String(); got != tt.kube {
+					t.Errorf("cluster = %q, want %q", got, tt.kube)
+				}
+			})
+		}
+	})
+	t.Run("invalid", func(t *testing.T) {
+		for _, tt := range []struct {
+			name, want string
+			env        []string
+		}{
+			{"no-project", "GOOGLE_CLOUD_PROJECT", []string{"GOOGLE_CLOUD_PROJECT", ""}},
+			{"short-key", "KGD_ENCRYPTION_KEY", []string{"KGD_ENCRYPTION_KEY", "short"}},
+			{"no-key", "KGD_ENCRYPTION_KEY", []string{"KGD_ENCRYPTION_KEY", ""}},
+			{"both-keys", "KGD_ENCRYPTION_KEY_SECRET", []string{"KGD_ENCRYPTION_KEY_SECRET", secretName}},
+			{"bad-secret-name", "KGD_ENCRYPTION_KEY_SECRET", []string{"KGD_ENCRYPTION_KEY", "", "KGD_ENCRYPTION_KEY_SECRET", "kgd-encryption-key"}},
+			{"deadline", "KGD_STATUS_CHECK_DEADLINE", []string{"KGD_STATUS_CHECK_DEADLINE", "soon"}},
+			{"concurrency", "KGD_RUNNER_CONCURRENCY", []string{"KGD_RUNNER_CONCURRENCY", "0"}},
+			{"health-port", "KGD_HEALTH_PORT", []string{"KGD_HEALTH_PORT", "http"}},
+			{"endpoint-without-ca", "KGD_KUBE_CA_DATA", []string{"KGD_KUBE_ENDPOINT", "https://10.0.0.1"}},
+			{"plain-http-endpoint", "KGD_KUBE_ENDPOINT", []string{"KGD_KUBE_ENDPOINT", "http://10.0.0.1", "KGD_KUBE_CA_DATA", caPEM}},
+			{"ca-without-endpoint", "KGD_KUBE_CA_DATA", []string{"KGD_KUBE_CA_DATA", caPEM}},
+			{"ca-not-base64", "KGD_KUBE_CA_DATA", []string{"KGD_KUBE_ENDPOINT", "https://10.0.0.1", "KGD_KUBE_CA_DATA", "%%%"}},
+			{"endpoint-and-secret", "KGD_KUBECONFIG_SECRET", []string{"KGD_KUBE_ENDPOINT", "https://10.0.0.1", "KGD_KUBE_CA_DATA", caPEM, "KGD_KUBECONFIG_SECRET", "projects/p/secrets/kc/versions/latest"}},
+			{"kubeconfig-secret-name", "KGD_KUBECONFIG_SECRET", []string{"KGD_KUBECONFIG_SECRET", "kc"}},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				_, err := loadConfig(with(tt.env...))
+				if err == nil || !strings.Contains(err.Error(), tt.want+":") {
+					t.Errorf("loadConfig = %v, want an error naming %s", err, tt.want)
+				}
+			})
+		}
+	})
 }

@@ -26,8 +26,9 @@ import (
 	"helm.sh/helm/v4/pkg/release/common"
 	releasev1 "helm.sh/helm/v4/pkg/release/v1"
 	"helm.sh/helm/v4/pkg/storage/driver"
-	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
@@ -43,19 +44,24 @@ const staleGrace = time.Minute
 // Deployer runs Helm releases against one cluster. It is safe for
 // concurrent use; Deploys of the same namespace/release are serialized.
 type Deployer struct {
-	kubeconfig string
-	log        *slog.Logger
-	locks      keyedMutex
-	now        func() time.Time
+	config    *rest.Config
+	discovery discovery.CachedDiscoveryInterface
+	log       *slog.Logger
+	locks     keyedMutex
+	now       func() time.Time
 }
 
-// New returns a Deployer for the cluster of the kubeconfig file at path
-// kubeconfig; "" uses $KUBECONFIG or the in-cluster configuration.
-func New(kubeconfig string, log *slog.Logger) (*Deployer, error) {
-	if log == nil {
-		return nil, errors.New("deploy: nil logger")
+// New returns a Deployer for the cluster config connects to. It does no
+// network I/O; the discovery cache it keeps is shared by every Deploy.
+func New(config *rest.Config, log *slog.Logger) (*Deployer, error) {
+	if config == nil || log == nil {
+		return nil, errors.New("deploy: kubernetes configuration and logger are required")
 	}
-	return &Deployer{kubeconfig: kubeconfig, log: log, now: time.Now}, nil
+	dc, err := newDiscovery(config)
+	if err != nil {
+		return nil, fmt.Errorf("deploy: discovery client: %w", err)
+	}
+	return &Deployer{config: config, discovery: dc, log: log, now: time.Now}, nil
 }
 
 // Request describes one `helm upgrade --install`.
@@ -147,19 +153,13 @@ func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (R
 		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "read values", Err: err}
 	}
 
-	flags := genericclioptions.NewConfigFlags(false)
-	ns := req.Namespace
-	flags.Namespace = &ns
-	if d.kubeconfig != "" {
-		kc := d.kubeconfig
-		flags.KubeConfig = &kc
-	}
-	if err := ping(ctx, flags); err != nil {
+	if err := d.ping(ctx); err != nil {
 		return Result{}, err
 	}
+	getter := &restGetter{config: d.config, namespace: req.Namespace, discovery: d.discovery}
 	log := d.log.With("release", req.Release, "namespace", req.Namespace)
 	cfg := action.NewConfiguration(action.ConfigurationSetLogger(log.Handler()))
-	if err := cfg.Init(flags, req.Namespace, "secret"); err != nil {
+	if err := cfg.Init(getter, req.Namespace, "secret"); err != nil {
 		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "initialize helm", Err: err}
 	}
 
@@ -289,11 +289,8 @@ func mergeValues(req Request) (map[string]any, error) {
 }
 
 // ping checks that the API server answers.
-func ping(ctx context.Context, flags *genericclioptions.ConfigFlags) error {
-	rc, err := flags.ToRESTConfig()
-	if err != nil {
-		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "load kubernetes client configuration", Err: err}
-	}
+func (d *Deployer) ping(ctx context.Context) error {
+	rc := d.config
 	cs, err := kubernetes.NewForConfig(rc)
 	if err != nil {
 		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "create kubernetes client", Err: err}

@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
@@ -54,15 +55,7 @@ metadata:
 
 func TestDeployClusterUnreachable(t *testing.T) {
 	t.Parallel()
-	kc := t.TempDir() + "/kubeconfig"
-	writeFile(t, kc, `apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-contexts: [{name: c, context: {cluster: c, user: u}}]
-users: [{name: u, user: {token: x}}]
-current-context: c
-`)
-	d := newDeployer(t, kc)
+	d := newDeployer(t, &rest.Config{Host: "https://127.0.0.1:1", BearerToken: "x"})
 	_, err := d.Deploy(t.Context(), deploy.Request{Release: "web", Namespace: "default", ChartDir: "testdata/web"}, nil)
 	wantCode(t, err, enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR)
 }
@@ -70,7 +63,7 @@ current-context: c
 func TestDeploy(t *testing.T) {
 	cp := controlplanetest.Start(t)
 	client := kubernetes.NewForConfigOrDie(cp.Config)
-	d := newDeployer(t, cp.Kubeconfig)
+	d := newDeployer(t, cp.Config)
 
 	t.Run("InstallThenUpgrade", func(t *testing.T) {
 		ctx := t.Context()
@@ -178,9 +171,9 @@ func TestDeploy(t *testing.T) {
 	})
 }
 
-func newDeployer(t *testing.T, kubeconfig string) *deploy.Deployer {
+func newDeployer(t *testing.T, config *rest.Config) *deploy.Deployer {
 	t.Helper()
-	d, err := deploy.New(kubeconfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	d, err := deploy.New(config, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -154,7 +154,7 @@ func newEnv(t testing.TB, deadline time.Duration) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dep, err := deploy.New(cp.Kubeconfig, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	dep, err := deploy.New(cp.Config, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,7 @@ func newE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	dep, err := deploy.New(cp.Kubeconfig, quiet)
+	dep, err := deploy.New(cp.Config, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
