@@ -1,7 +1,8 @@
 # The API service: the Skaffold API (gRPC + HTTP gateway) on Cloud Run,
 # private by default — only api_invokers may call it (Cloud Run IAM). It
 # speaks HTTP/2 end to end (h2c) so gRPC server streams work; both
-# protocols share the one port. Created when api_image is set.
+# protocols share the one port. Created when api_image is set and
+# secrets_ready is true (it reads the encryption key when it starts).
 
 resource "google_service_account" "api" {
   account_id   = "kgd-api"
@@ -29,7 +30,7 @@ resource "google_secret_manager_secret_iam_member" "api" {
 }
 
 resource "google_cloud_run_v2_service" "api" {
-  count               = var.api_image == "" ? 0 : 1
+  count               = local.api_enabled ? 1 : 0
   name                = "kgd-api"
   location            = var.region
   ingress             = "INGRESS_TRAFFIC_ALL"
@@ -79,21 +80,31 @@ resource "google_cloud_run_v2_service" "api" {
       }
     }
   }
-  depends_on = [google_secret_manager_secret_iam_member.api, google_secret_manager_secret_version.encryption_key]
+  depends_on = [google_secret_manager_secret_iam_member.api]
 }
 
 resource "google_cloud_run_v2_service_iam_member" "api_invoker" {
-  for_each = var.api_image == "" ? toset([]) : toset(var.api_invokers)
+  for_each = local.api_enabled ? toset(var.api_invokers) : toset([])
   location = var.region
   name     = google_cloud_run_v2_service.api[0].name
   role     = "roles/run.invoker"
   member   = each.value
 }
 
-# Where cloudbuild.yaml pushes the API image.
+locals {
+  api_enabled = var.api_image != "" && var.secrets_ready
+}
+
+# Where cloudbuild.yaml pushes the service images (API, runner). Tags are
+# immutable: an image tag, once pushed, always names the same image, so a
+# plan that pins a tag deploys what was tested. The runner may only read
+# here (it pushes deployed applications' images to kgd-apps).
 resource "google_artifact_registry_repository" "images" {
   location      = var.region
   repository_id = "kgd"
   format        = "DOCKER"
   description   = "kube-git-deploy service images"
+  docker_config {
+    immutable_tags = true
+  }
 }

@@ -1,16 +1,16 @@
 output "public_api_url" {
-  description = "PublicAPI's URL; webhooks are delivered to <it>/api/v0/github/repositories/OWNER/REPO/web_hook."
-  value       = google_cloudfunctions2_function.public.url
+  description = "PublicAPI's URL; webhooks are delivered to <it>/api/v0/github/repositories/OWNER/REPO/web_hook. Empty until secrets_ready."
+  value       = var.secrets_ready ? google_cloudfunctions2_function.public[0].url : ""
 }
 
 output "private_api_url" {
-  description = "PrivateAPI's URL (IAM-authenticated)."
-  value       = google_cloudfunctions2_function.private.url
+  description = "PrivateAPI's URL (IAM-authenticated: private_invokers with a Google ID token). Empty until secrets_ready."
+  value       = var.secrets_ready ? google_cloudfunctions2_function.private[0].url : ""
 }
 
 output "oauth_callback_url" {
-  description = "Register this as the GitHub OAuth App's authorization callback URL."
-  value       = "${local.private_url}/api/v0/github/oauth_callback"
+  description = "Register this as the GitHub OAuth App's authorization callback URL (served by PublicAPI)."
+  value       = local.oauth_callback_url
 }
 
 output "jobs_topic" {
@@ -19,6 +19,16 @@ output "jobs_topic" {
 }
 
 output "api_url" {
-  description = "The API service's URL (IAM-authenticated; gRPC and HTTP on the same host), or empty when api_image is unset."
-  value       = var.api_image == "" ? "" : google_cloud_run_v2_service.api[0].uri
+  description = "The API service's URL (IAM-authenticated; gRPC and HTTP on the same host), or empty when api_image is unset or secrets are not ready."
+  value       = local.api_enabled ? google_cloud_run_v2_service.api[0].uri : ""
+}
+
+output "runner_service_account" {
+  description = "The runner's service account email (grant it Kubernetes RBAC in the target cluster, as kind: User), or empty without runner_image."
+  value       = local.runner ? google_service_account.runner[0].email : ""
+}
+
+output "apps_repository" {
+  description = "Docker repository for deployed applications' images (the runner may push only here), or empty without runner_image."
+  value       = local.runner ? "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.apps[0].repository_id}" : ""
 }

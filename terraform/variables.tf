@@ -32,21 +32,27 @@ variable "github_client_id" {
   type        = string
 }
 
-variable "github_client_secret" {
-  description = "GitHub OAuth App client secret (stored in Secret Manager)."
-  type        = string
-  sensitive   = true
-}
-
-variable "encryption_key" {
-  description = "Base64 of 32 random bytes that seal secrets and tokens at rest (openssl rand -base64 32); stored in Secret Manager."
-  type        = string
-  sensitive   = true
-
-  validation {
-    condition     = can(base64decode(var.encryption_key)) && length(base64decode(var.encryption_key)) == 32
-    error_message = "encryption_key must be base64 of exactly 32 bytes."
-  }
+variable "secrets_ready" {
+  description = <<-EOT
+    Whether the Secret Manager secrets kgd-github-client-secret and
+    kgd-encryption-key have a version. Terraform only creates the secret
+    containers (and their IAM), so no secret value ever passes through
+    terraform variables or state; the functions, the API service and the
+    runner group read the latest version when they start and cannot be
+    created before one exists. Bootstrap with two applies:
+      1. terraform apply (secrets_ready = false: secrets, queue, Firestore,
+         service accounts, repositories, runner template; no functions,
+         API service or runner group);
+      2. gcloud secrets versions add kgd-github-client-secret --data-file=-
+         openssl rand -base64 32 | gcloud secrets versions add kgd-encryption-key --data-file=-
+      3. terraform apply -var secrets_ready=true.
+    Deployments made before the secrets moved out of terraform variables
+    already have versions (this configuration forgets, never destroys, them):
+    set it to true right away, or the apply destroys the functions and the
+    API service.
+  EOT
+  type        = bool
+  default     = false
 }
 
 variable "github_api_url" {
@@ -68,13 +74,13 @@ variable "github_private_repos" {
 }
 
 variable "public_url" {
-  description = "Base URL GitHub delivers webhooks to. Empty: the PublicAPI function's own URL."
+  description = "Base URL of PublicAPI: GitHub delivers webhooks to it and the browser returns to its OAuth callback (output oauth_callback_url). Empty: the function's cloudfunctions.net URL."
   type        = string
   default     = ""
 }
 
 variable "private_url" {
-  description = "Base URL users reach PrivateAPI at, for the OAuth callback. Empty: the function's cloudfunctions.net URL."
+  description = "Base URL users reach PrivateAPI at (its PRIVATE_HTTP_HOST). Empty: the function's cloudfunctions.net URL. The OAuth callback is served by PublicAPI (see public_url)."
   type        = string
   default     = ""
 }
@@ -112,4 +118,125 @@ variable "api_max_instances" {
   description = "Most instances of the API service. Each keeps one Firestore listener per watched scope."
   type        = number
   default     = 5
+}
+
+# The runner (runner.tf).
+
+variable "runner_image" {
+  description = "Container image of the runner (runner/Dockerfile), e.g. REGION-docker.pkg.dev/PROJECT/kgd/runner:TAG. Empty: no runner is created (nothing builds or deploys)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^[^\\s'\"]*$", var.runner_image))
+    error_message = "runner_image must be an image reference without spaces or quotes."
+  }
+}
+
+variable "runner_machine_type" {
+  description = "Machine type of the runner VMs; docker builds run on them."
+  type        = string
+  default     = "e2-standard-2"
+}
+
+variable "runner_disk_size_gb" {
+  description = "Boot disk of each runner VM in GB (docker images and build cache)."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.runner_disk_size_gb >= 20
+    error_message = "runner_disk_size_gb must be at least 20."
+  }
+}
+
+variable "runner_min_replicas" {
+  description = "Fewest runner VMs. 0 lets the group scale to zero when no job waits (the first job then waits for a VM to boot, about a minute)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.runner_min_replicas >= 0 && floor(var.runner_min_replicas) == var.runner_min_replicas
+    error_message = "runner_min_replicas must be a whole number, at least 0."
+  }
+}
+
+variable "runner_max_replicas" {
+  description = "Most runner VMs (at least runner_min_replicas)."
+  type        = number
+  default     = 4
+
+  validation {
+    condition     = var.runner_max_replicas >= 1 && floor(var.runner_max_replicas) == var.runner_max_replicas
+    error_message = "runner_max_replicas must be a whole number, at least 1."
+  }
+}
+
+variable "runner_jobs_per_instance" {
+  description = "Jobs one runner VM runs at once (its KGD_RUNNER_CONCURRENCY); the autoscaler aims at one VM per this many waiting or running jobs."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.runner_jobs_per_instance >= 1 && floor(var.runner_jobs_per_instance) == var.runner_jobs_per_instance
+    error_message = "runner_jobs_per_instance must be a whole number, at least 1."
+  }
+}
+
+variable "runner_network" {
+  description = "VPC network of the runner VMs."
+  type        = string
+  default     = "default"
+}
+
+variable "runner_subnetwork" {
+  description = "Subnetwork of the runner VMs (required for custom-mode networks). Empty: the network's subnetwork in the region."
+  type        = string
+  default     = ""
+}
+
+variable "runner_external_ip" {
+  description = "Give each runner VM an ephemeral public IP for egress (GitHub, base images, the cluster). false: the VMs have only internal addresses, and the subnetwork needs Cloud NAT (and Private Google Access) for them to reach anything — this configuration creates neither."
+  type        = bool
+  default     = true
+}
+
+variable "runner_zones" {
+  description = "Zones of the region the runner group spreads over. Empty: chosen by Compute Engine."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = length(var.runner_zones) <= 4
+    error_message = "runner_zones lists at most the 4 zones of a region."
+  }
+}
+
+variable "gke_cluster_name" {
+  description = "Name of an existing GKE cluster in this project the runner deploys to, with its own Google identity (roles/container.clusterViewer; grant Kubernetes RBAC to the runner_service_account output). Set this or kubeconfig_secret when runner_image is set."
+  type        = string
+  default     = ""
+}
+
+variable "gke_cluster_location" {
+  description = "Location (region or zone) of gke_cluster_name. Empty: region."
+  type        = string
+  default     = ""
+}
+
+variable "kubeconfig_secret" {
+  description = "Id (or projects/P/secrets/S name) of an existing Secret Manager secret whose latest version is a kubeconfig for the cluster to deploy to, for clusters other than GKE; the runner may read only this secret and the encryption key. Set this or gke_cluster_name when runner_image is set."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^((projects/[a-z0-9-]+/secrets/)?[A-Za-z0-9_-]+)?$", var.kubeconfig_secret))
+    error_message = "kubeconfig_secret must be a secret id or projects/PROJECT/secrets/ID (no /versions/...)."
+  }
+}
+
+variable "apps_repository_readers" {
+  description = "Principals that may pull deployed applications' images from the kgd-apps repository, e.g. the GKE nodes' service account (serviceAccount:...)."
+  type        = list(string)
+  default     = []
 }
