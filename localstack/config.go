@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -28,6 +29,16 @@ type Config struct {
 	// (GITHUB_CLIENT_ID, GITHUB_CLIENT_SECRET; defaults local-dev-client,
 	// local-dev-secret).
 	GitHubClientID, GitHubClientSecret string
+	// PublicURL, when set (PUBLIC_HTTP_HOST), is a public https URL that
+	// reaches PublicAPI's port, e.g. a tunnel: the stack then works with
+	// real GitHub instead of the stand-in. GitHub delivers webhooks there,
+	// the functions use the OAuth App of GitHubClientID/GitHubClientSecret
+	// (both required then) and the runner clones from GitHubWebURL.
+	PublicURL string
+	// GitHubWebURL and GitHubAPIURL are real GitHub's (GITHUB_WEB_URL,
+	// default https://github.com/; GITHUB_API_URL, default
+	// https://api.github.com/); used only with PublicURL.
+	GitHubWebURL, GitHubAPIURL string
 	// EncryptionKey is KGD_ENCRYPTION_KEY for the functions, runner and API
 	// (base64 of 32 bytes); default a random key per run, which is fine
 	// because the data lives only as long as the emulators.
@@ -122,6 +133,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		EncryptionKey:      env("KGD_ENCRYPTION_KEY", ""),
 		Kubeconfig:         env("KUBECONFIG", ""),
 		K8sBinDir:          env("KGD_K8S_BIN", ""),
+		PublicURL:          env("PUBLIC_HTTP_HOST", ""),
+		GitHubWebURL:       env("GITHUB_WEB_URL", "https://github.com/"),
+		GitHubAPIURL:       env("GITHUB_API_URL", "https://api.github.com/"),
 	}
 	for _, v := range PortVars {
 		s := env(v.Env, strconv.Itoa(v.Default))
@@ -164,6 +178,19 @@ func (c Config) Validate() error {
 	}
 	if c.GitHubClientSecret == "" {
 		bad("GITHUB_CLIENT_SECRET", errors.New("required"))
+	}
+	if c.RealGitHub() {
+		if u, err := url.Parse(c.PublicURL); err != nil || u.Scheme != "https" || u.Host == "" || u.RawQuery != "" {
+			bad("PUBLIC_HTTP_HOST", fmt.Errorf("%q is not an https URL: with real GitHub it is the public address of a tunnel to PublicAPI (GitHub delivers webhooks there)", c.PublicURL))
+		}
+		if c.GitHubClientID == DefaultClientID || c.GitHubClientSecret == DefaultClientSecret {
+			bad("GITHUB_CLIENT_ID", errors.New("with PUBLIC_HTTP_HOST set (real GitHub), set GITHUB_CLIENT_ID and GITHUB_CLIENT_SECRET to your GitHub OAuth App's"))
+		}
+		for _, v := range [][2]string{{"GITHUB_WEB_URL", c.GitHubWebURL}, {"GITHUB_API_URL", c.GitHubAPIURL}} {
+			if u, err := url.Parse(v[1]); err != nil || u.Scheme != "https" || u.Host == "" {
+				bad(v[0], fmt.Errorf("%q is not an https URL", v[1]))
+			}
+		}
 	}
 	if _, err := secret.ParseKey(c.EncryptionKey); err != nil {
 		bad("KGD_ENCRYPTION_KEY", fmt.Errorf("base64 of 32 random bytes (e.g. openssl rand -base64 32): %w", err))
@@ -220,9 +247,13 @@ func (c Config) CheckPorts() error {
 	return err
 }
 
+// RealGitHub reports whether the stack works with real GitHub (PublicURL
+// set) rather than the stand-in.
+func (c Config) RealGitHub() bool { return c.PublicURL != "" }
+
 // unused returns the port variables of parts the stack does not start.
 func (c Config) unused() map[string]bool {
-	return map[string]bool{"KGD_FIRESTORE_PORT": c.FirestoreHost != "", "KGD_PUBSUB_PORT": c.PubSubHost != ""}
+	return map[string]bool{"KGD_FIRESTORE_PORT": c.FirestoreHost != "", "KGD_PUBSUB_PORT": c.PubSubHost != "", "KGD_GITHUB_PORT": c.RealGitHub()}
 }
 
 // listen opens a loopback listener on each configured port other than 0

@@ -73,6 +73,42 @@ func TestLoadConfigOverrides(t *testing.T) {
 	}
 }
 
+// TestRealGitHub: with a public URL for webhooks and an OAuth App, the
+// stack uses real GitHub and starts no stand-in.
+func TestRealGitHub(t *testing.T) {
+	t.Parallel()
+	c, err := LoadConfig(env(map[string]string{
+		"PUBLIC_HTTP_HOST": "https://abc.tunnel.example.com", "GITHUB_CLIENT_ID": "Iv1.0123", "GITHUB_CLIENT_SECRET": "s3cret",
+	}))
+	if err != nil {
+		t.Fatalf("LoadConfig: %v", err)
+	}
+	u := c.URLs()
+	if !c.RealGitHub() || u.GitHub != "https://github.com/" || u.GitHubAPI != "https://api.github.com/" {
+		t.Errorf("real GitHub = %v, URLs %s %s", c.RealGitHub(), u.GitHub, u.GitHubAPI)
+	}
+	if !c.unused()["KGD_GITHUB_PORT"] {
+		t.Error("the stand-in's port is still reserved")
+	}
+	s := &Stack{Config: c, URLs: u, Kubeconfig: "/k"}
+	got := map[string]string{}
+	for _, kv := range s.childEnv() {
+		k, v, _ := strings.Cut(kv, "=")
+		got[k] = v
+	}
+	for k, want := range map[string]string{
+		"PUBLIC_HTTP_HOST": "https://abc.tunnel.example.com", "GITHUB_WEB_URL": "https://github.com/",
+		"GITHUB_API_URL": "https://api.github.com/", "GITHUB_CLIENT_ID": "Iv1.0123",
+	} {
+		if got[k] != want {
+			t.Errorf("binaries get %s=%q, want %q", k, got[k], want)
+		}
+	}
+	if d, _ := LoadConfig(env(nil)); d.RealGitHub() || d.URLs().GitHub != "http://localhost:5080/" {
+		t.Errorf("without PUBLIC_HTTP_HOST the stand-in must be used")
+	}
+}
+
 func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -88,6 +124,9 @@ func TestLoadConfigErrorsNameTheVariable(t *testing.T) {
 		{"key", map[string]string{"KGD_ENCRYPTION_KEY": "c2hvcnQ="}, []string{"KGD_ENCRYPTION_KEY"}},
 		{"kubeconfig", map[string]string{"KUBECONFIG": "/nonexistent/kubeconfig"}, []string{"KUBECONFIG"}},
 		{"several", map[string]string{"PRIVATE_HTTP_PORT": "x", "KGD_PUBSUB_PORT": "y"}, []string{"PRIVATE_HTTP_PORT", "KGD_PUBSUB_PORT"}},
+		{"real-github-needs-an-oauth-app", map[string]string{"PUBLIC_HTTP_HOST": "https://tunnel.example.com"}, []string{"GITHUB_CLIENT_ID"}},
+		{"real-github-public-url", map[string]string{"PUBLIC_HTTP_HOST": "http://tunnel.example.com", "GITHUB_CLIENT_ID": "Iv1.x", "GITHUB_CLIENT_SECRET": "s"}, []string{"PUBLIC_HTTP_HOST"}},
+		{"real-github-web-url", map[string]string{"PUBLIC_HTTP_HOST": "https://t.example.com", "GITHUB_CLIENT_ID": "Iv1.x", "GITHUB_CLIENT_SECRET": "s", "GITHUB_WEB_URL": "ftp://x"}, []string{"GITHUB_WEB_URL"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := LoadConfig(env(tc.vars))

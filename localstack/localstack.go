@@ -16,6 +16,7 @@
 package localstack
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -65,7 +66,7 @@ type URLs struct {
 	// references (localhost:PORT, which Docker pushes to over plain HTTP).
 	Registry string
 	// GitHub and GitHubAPI are the stand-in's web and REST base URLs
-	// (GITHUB_WEB_URL, GITHUB_API_URL).
+	// (GITHUB_WEB_URL, GITHUB_API_URL), or real GitHub's.
 	GitHub, GitHubAPI string
 	// FirestoreHost and PubSubHost are the emulators' host:port.
 	FirestoreHost, PubSubHost string
@@ -74,14 +75,18 @@ type URLs struct {
 // URLs returns where the parts answer once started with these ports.
 func (c Config) URLs() URLs {
 	p := c.Ports
+	gitHub, gitHubAPI := fmt.Sprintf("http://localhost:%d/", p.GitHub), fmt.Sprintf("http://localhost:%d/api/v3/", p.GitHub)
+	if c.RealGitHub() {
+		gitHub, gitHubAPI = c.GitHubWebURL, c.GitHubAPIURL
+	}
 	return URLs{
 		PrivateAPI:    fmt.Sprintf("http://localhost:%d/", p.Private),
 		PublicAPI:     fmt.Sprintf("http://localhost:%d/", p.Public),
 		APIGRPC:       fmt.Sprintf("localhost:%d", p.RPC),
 		APIHTTP:       fmt.Sprintf("http://localhost:%d/", p.RPCHTTP),
 		Registry:      fmt.Sprintf("localhost:%d", p.Registry),
-		GitHub:        fmt.Sprintf("http://localhost:%d/", p.GitHub),
-		GitHubAPI:     fmt.Sprintf("http://localhost:%d/api/v3/", p.GitHub),
+		GitHub:        gitHub,
+		GitHubAPI:     gitHubAPI,
 		FirestoreHost: fmt.Sprintf("127.0.0.1:%d", p.Firestore),
 		PubSubHost:    fmt.Sprintf("127.0.0.1:%d", p.PubSub),
 	}
@@ -223,17 +228,11 @@ func (s *Stack) start(ctx context.Context) error {
 	go s.registry.Serve(s.takeListener("KGD_REGISTRY_PORT"))
 	s.logf("container registry at %s (in memory)", s.URLs.Registry)
 
-	gh, err := githubstandin.New(githubstandin.Config{ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubClientSecret,
-		Log: logger(s.console.source("github-standin", ""))})
-	if err != nil {
+	if cfg.RealGitHub() {
+		s.logf("real GitHub (%s): webhooks arrive at %s, which must reach PublicAPI on port %d", s.URLs.GitHub, cfg.PublicURL, cfg.Ports.Public)
+	} else if err := s.startGitHubStandIn(); err != nil {
 		return err
 	}
-	s.GitHub = gh
-	if err := gh.Start(s.takeListener("KGD_GITHUB_PORT")); err != nil {
-		return err
-	}
-	gh.SetBaseURL(s.URLs.GitHub)
-	s.logf("GitHub stand-in (local development and tests only; not GitHub) at %s, signing in %q", s.URLs.GitHub, gh.SignedIn())
 
 	// The slow parts, together: emulators, control plane, Docker.
 	g, gctx := errgroup.WithContext(ctx)
@@ -396,6 +395,22 @@ func (s *Stack) watch(c *child) {
 	}
 }
 
+// startGitHubStandIn serves the GitHub stand-in in this process.
+func (s *Stack) startGitHubStandIn() error {
+	gh, err := githubstandin.New(githubstandin.Config{ClientID: s.Config.GitHubClientID, ClientSecret: s.Config.GitHubClientSecret,
+		Log: logger(s.console.source("github-standin", ""))})
+	if err != nil {
+		return err
+	}
+	s.GitHub = gh
+	if err := gh.Start(s.takeListener("KGD_GITHUB_PORT")); err != nil {
+		return err
+	}
+	gh.SetBaseURL(s.URLs.GitHub)
+	s.logf("GitHub stand-in (local development and tests only; not GitHub) at %s, signing in %q", s.URLs.GitHub, gh.SignedIn())
+	return nil
+}
+
 // childEnv is the environment of the binaries: this process's, with every
 // setting of the stack, loopback addresses only, and no variable that
 // would switch a binary into its Cloud Functions or Cloud Run mode.
@@ -412,7 +427,7 @@ func (s *Stack) childEnv() []string {
 		"PRIVATE_HTTP_PORT":                strconv.Itoa(cfg.Ports.Private),
 		"PUBLIC_HTTP_PORT":                 strconv.Itoa(cfg.Ports.Public),
 		"PRIVATE_HTTP_HOST":                strings.TrimSuffix(u.PrivateAPI, "/"),
-		"PUBLIC_HTTP_HOST":                 strings.TrimSuffix(u.PublicAPI, "/"),
+		"PUBLIC_HTTP_HOST":                 strings.TrimSuffix(cmp.Or(cfg.PublicURL, u.PublicAPI), "/"),
 		"GITHUB_CLIENT_ID":                 cfg.GitHubClientID,
 		"GITHUB_CLIENT_SECRET":             cfg.GitHubClientSecret,
 		"GITHUB_WEB_URL":                   u.GitHub,
@@ -491,6 +506,15 @@ func (s *Stack) Stop() error {
 	return nil
 }
 
+// gitHubSummary is the summary's GitHub line.
+func (s *Stack) gitHubSummary() string {
+	u := s.URLs
+	if s.Config.RealGitHub() {
+		return fmt.Sprintf("  GitHub           %s  (real; OAuth App callback URL: %sapi/v0/github/oauth_callback; webhooks to %s)", u.GitHub, u.PrivateAPI, s.Config.PublicURL)
+	}
+	return fmt.Sprintf("  GitHub stand-in  %s  (dev/test only; its own endpoints: curl %s_standin/)", u.GitHub, u.GitHub)
+}
+
 // printSummary tells the user where everything is.
 func (s *Stack) printSummary(took time.Duration) {
 	u := s.URLs
@@ -502,14 +526,18 @@ func (s *Stack) printSummary(took time.Duration) {
 	lines = append(lines,
 		fmt.Sprintf("  Skaffold API     gRPC %s, HTTP %s  (curl -N %sv1/events)", u.APIGRPC, u.APIHTTP, u.APIHTTP),
 		fmt.Sprintf("  registry         %s  (in memory)", u.Registry),
-		fmt.Sprintf("  GitHub stand-in  %s  (dev/test only; its own endpoints: curl %s_standin/)", u.GitHub, u.GitHub),
+		s.gitHubSummary(),
 		fmt.Sprintf("  emulators        FIRESTORE_EMULATOR_HOST=%s PUBSUB_EMULATOR_HOST=%s GOOGLE_CLOUD_PROJECT=%s", u.FirestoreHost, u.PubSubHost, s.Config.Project),
 		fmt.Sprintf("  Kubernetes       KUBECONFIG=%s", s.Kubeconfig),
 	)
 	if s.DockerWarning != "" {
 		lines = append(lines, "  Docker           NONE: "+s.DockerWarning)
 	}
-	lines = append(lines, "Next: make demo (pushes a sample app through the whole system)")
+	if s.Config.RealGitHub() {
+		lines = append(lines, fmt.Sprintf("Next: sign in (open the login_url of curl %sapi/v0/github/login_url in a browser), then track a repository (curl -X POST %sapi/v0/github/repositories/OWNER/NAME) and push to it", u.PrivateAPI, u.PrivateAPI))
+	} else {
+		lines = append(lines, "Next: make demo (pushes a sample app through the whole system)")
+	}
 	for _, l := range lines {
 		s.logf("%s", l)
 	}

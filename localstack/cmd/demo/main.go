@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,6 +49,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	cfg, err := localstack.LoadConfig(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
+	}
+	if cfg.RealGitHub() {
+		return errors.New("make demo drives the GitHub stand-in, and PUBLIC_HTTP_HOST says the stack uses real GitHub: sign in, track one of your repositories and push to it instead (make run prints how)")
 	}
 	_, err = demo.New(cfg.URLs()).Run(ctx, stdout, opts)
 	return err
