@@ -26,6 +26,9 @@ import (
 	"helm.sh/helm/v4/pkg/release/common"
 	releasev1 "helm.sh/helm/v4/pkg/release/v1"
 	"helm.sh/helm/v4/pkg/storage/driver"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -45,6 +48,7 @@ const staleGrace = time.Minute
 // concurrent use; Deploys of the same namespace/release are serialized.
 type Deployer struct {
 	config    *rest.Config
+	client    kubernetes.Interface
 	discovery discovery.CachedDiscoveryInterface
 	log       *slog.Logger
 	locks     keyedMutex
@@ -61,7 +65,11 @@ func New(config *rest.Config, log *slog.Logger) (*Deployer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("deploy: discovery client: %w", err)
 	}
-	return &Deployer{config: config, discovery: dc, log: log, now: time.Now}, nil
+	cs, err := kubernetes.NewForConfig(config)
+	if err != nil {
+		return nil, fmt.Errorf("deploy: kubernetes client: %w", err)
+	}
+	return &Deployer{config: config, client: cs, discovery: dc, log: log, now: time.Now}, nil
 }
 
 // Request describes one `helm upgrade --install`.
@@ -156,6 +164,11 @@ func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (R
 	if err := d.ping(ctx); err != nil {
 		return Result{}, err
 	}
+	if req.CreateNamespace {
+		if err := d.ensureNamespace(ctx, req.Namespace, out); err != nil {
+			return Result{}, err
+		}
+	}
 	getter := &restGetter{config: d.config, namespace: req.Namespace, discovery: d.discovery}
 	log := d.log.With("release", req.Release, "namespace", req.Namespace)
 	cfg := action.NewConfiguration(action.ConfigurationSetLogger(log.Handler()))
@@ -200,7 +213,6 @@ func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (R
 		in := action.NewInstall(cfg)
 		in.ReleaseName = req.Release
 		in.Namespace = req.Namespace
-		in.CreateNamespace = req.CreateNamespace
 		in.ServerSideApply = true
 		in.WaitStrategy = wait
 		in.Timeout = req.Timeout
@@ -288,20 +300,34 @@ func mergeValues(req Request) (map[string]any, error) {
 	return opts.MergeValues(getter.Providers{})
 }
 
+// ensureNamespace creates namespace ns unless it exists. It is done here,
+// not with Helm's CreateNamespace, which server-side applies the namespace
+// and so needs RBAC to patch any namespace; this needs only get and create
+// (docs/runner-rbac.yaml).
+func (d *Deployer) ensureNamespace(ctx context.Context, ns string, out func(string)) error {
+	cs := d.client.CoreV1()
+	if _, err := cs.Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil {
+		return nil
+	} else if !apierrors.IsNotFound(err) {
+		return fmt.Errorf("read namespace %s: %w", ns, err)
+	}
+	_, err := cs.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create namespace %s: %w", ns, err)
+	}
+	out("Created namespace " + ns)
+	return nil
+}
+
 // ping checks that the API server answers.
 func (d *Deployer) ping(ctx context.Context) error {
-	rc := d.config
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "create kubernetes client", Err: err}
-	}
 	pctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := cs.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Error(); err != nil {
+	if err := d.client.Discovery().RESTClient().Get().AbsPath("/version").Do(pctx).Error(); err != nil {
 		if ctx.Err() != nil {
 			return err
 		}
-		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "reach the kubernetes API server " + rc.Host, Err: err}
+		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "reach the kubernetes API server " + d.config.Host, Err: err}
 	}
 	return nil
 }

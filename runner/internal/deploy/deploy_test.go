@@ -5,18 +5,23 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/rollout"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/controlplane/controlplanetest"
 )
 
@@ -212,4 +217,59 @@ func contains(lines []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// TestDocumentedRBAC applies docs/runner-rbac.yaml, the RBAC README tells
+// operators to give the runner, to a real kube-apiserver and deploys as
+// that user (impersonated): enough in the bound namespace, including the
+// rollout check's reads, and nothing in another.
+func TestDocumentedRBAC(t *testing.T) {
+	t.Parallel()
+	cp := controlplanetest.Start(t)
+	admin := kubernetes.NewForConfigOrDie(cp.Config)
+	const user = "kgd-runner@kgd-test.iam.gserviceaccount.com"
+	raw, err := os.ReadFile("../../../docs/runner-rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	for _, doc := range strings.Split(strings.ReplaceAll(string(raw), "RUNNER", user), "\n---\n") {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			t.Fatalf("docs/runner-rbac.yaml: %v\n%s", err, doc)
+		}
+		switch o := obj.(type) {
+		case *rbacv1.ClusterRole:
+			_, err = admin.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = admin.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = admin.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *corev1.Namespace:
+			_, err = admin.CoreV1().Namespaces().Create(ctx, o, metav1.CreateOptions{})
+		default:
+			t.Fatalf("docs/runner-rbac.yaml: unexpected %T", obj)
+		}
+		if err != nil {
+			t.Fatalf("apply %T: %v", obj, err)
+		}
+	}
+	runner := rest.CopyConfig(cp.Config)
+	runner.Impersonate = rest.ImpersonationConfig{UserName: user}
+	d := newDeployer(t, runner)
+
+	res, err := d.Deploy(ctx, deploy.Request{Release: "web", Namespace: "web", ChartDir: "testdata/web", CreateNamespace: true}, nil)
+	if err != nil {
+		t.Fatalf("deploy as %s into its namespace: %v", user, err)
+	}
+	checkImage(t, admin, "web", "web", "example.invalid/app:1")
+	if err := rollout.New(kubernetes.NewForConfigOrDie(runner)).Wait(ctx, res.Resources, time.Minute, nil); err != nil {
+		t.Errorf("rollout check as %s: %v", user, err)
+	}
+	if _, err := d.Deploy(ctx, deploy.Request{Release: "web", Namespace: "kube-system", ChartDir: "testdata/web"}, nil); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("deploy into kube-system as %s = %v, want forbidden", user, err)
+	}
+	if _, err := admin.AppsV1().Deployments("kube-system").Get(ctx, "web", metav1.GetOptions{}); err == nil {
+		t.Error("a deployment was created in kube-system")
+	}
 }
