@@ -37,6 +37,9 @@ type Repository struct {
 	// their deploy to an Execute request because auto-deploy is off, if
 	// any (see MarkDeployPending and CreateDeployJob).
 	PendingDeployJobID string
+	// Policy is the repository's deploy policy. TrackRepository stores
+	// DefaultPolicy when it has no namespace.
+	Policy Policy
 }
 
 // Key returns the repository's document id (see RepoKey).
@@ -68,6 +71,8 @@ type repositoryDoc struct {
 	PendingJobID  string      `firestore:"pending_job_id"`
 	// Written by MarkDeployPending and CreateDeployJob.
 	PendingDeployJobID string `firestore:"pending_deploy_job_id"`
+	// Missing in documents written before deploy policies existed.
+	Policy *policyDoc `firestore:"policy,omitempty"`
 }
 
 // triggersDoc uses pointers so a missing field reads as on.
@@ -116,6 +121,12 @@ func (s *Store) TrackRepository(ctx context.Context, r Repository) error {
 	if r.Triggers == (Triggers{}) {
 		r.Triggers = DefaultTriggers()
 	}
+	if len(r.Policy.Namespaces) == 0 {
+		r.Policy = DefaultPolicy(r.Owner, r.Name)
+	}
+	if err := r.Policy.Validate(); err != nil {
+		return fmt.Errorf("track repository %s/%s: %w", r.Owner, r.Name, err)
+	}
 	if r.TrackedAt.IsZero() {
 		r.TrackedAt = s.now()
 	}
@@ -128,6 +139,7 @@ func (s *Store) TrackRepository(ctx context.Context, r Repository) error {
 		TrackedAt:     r.TrackedAt,
 		Triggers:      toTriggersDoc(r.Triggers),
 		NextIteration: int64(last) + 1,
+		Policy:        toPolicyDoc(r.Policy),
 	}
 	if _, err := ref.Create(ctx, doc); err != nil {
 		return fmt.Errorf("track repository %s/%s: %w", r.Owner, r.Name, translate(err))
@@ -216,6 +228,7 @@ func (s *Store) repositoryFromSnap(snap *firestore.DocumentSnapshot) (*Repositor
 		LatestJobID:        d.LatestJobID,
 		PendingJobID:       d.PendingJobID,
 		PendingDeployJobID: d.PendingDeployJobID,
+		Policy:             d.Policy.policy(d.Owner, d.Name),
 	}, nil
 }
 
@@ -240,6 +253,22 @@ func (s *Store) SetTriggers(ctx context.Context, owner, name string, t Triggers)
 	_, err := s.repoRef(owner, name).Update(ctx, []firestore.Update{{Path: "triggers", Value: toTriggersDoc(t)}})
 	if err != nil {
 		return fmt.Errorf("set triggers of %s/%s: %w", owner, name, translate(err))
+	}
+	return nil
+}
+
+// SetPolicy replaces the repository's deploy policy after validating it,
+// or returns ErrNotFound.
+func (s *Store) SetPolicy(ctx context.Context, owner, name string, p Policy) error {
+	if err := checkRepo(owner, name); err != nil {
+		return fmt.Errorf("set policy: %w", err)
+	}
+	if err := p.Validate(); err != nil {
+		return fmt.Errorf("set policy of %s/%s: %w", owner, name, err)
+	}
+	_, err := s.repoRef(owner, name).Update(ctx, []firestore.Update{{Path: "policy", Value: toPolicyDoc(p)}})
+	if err != nil {
+		return fmt.Errorf("set policy of %s/%s: %w", owner, name, translate(err))
 	}
 	return nil
 }
