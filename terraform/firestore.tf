@@ -61,6 +61,16 @@ resource "google_firestore_field" "deliveries_ttl" {
   index_config {}
 }
 
+# Push identities (store.PushKey) are remembered for de-duplication of
+# replayed deliveries for 7 days, like delivery ids.
+resource "google_firestore_field" "pushes_ttl" {
+  database   = google_firestore_database.default.name
+  collection = "pushes"
+  field      = "expire_at"
+  ttl_config {}
+  index_config {}
+}
+
 # Abandoned OAuth sign-ins are deleted a day after they expire.
 resource "google_firestore_field" "oauth_states_ttl" {
   database   = google_firestore_database.default.name

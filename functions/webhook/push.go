@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/kube-git-deploy/kube-git-deploy/shared/job"
 )
@@ -21,6 +22,10 @@ type Push struct {
 	Created bool   `json:"created"`
 	Deleted bool   `json:"deleted"`
 	Forced  bool   `json:"forced"`
+	// PushedAt is when the push happened, from repository.pushed_at
+	// (GitHub sends Unix seconds in push events, ISO 8601 elsewhere); zero
+	// when absent. It is part of the signed body, unlike the delivery id.
+	PushedAt time.Time `json:"-"`
 }
 
 // ErrUnsupportedRef reports a push to a ref that is neither a branch nor a
@@ -35,6 +40,19 @@ func ParsePush(body []byte) (Push, error) {
 	if err := json.Unmarshal(body, &p); err != nil {
 		return Push{}, fmt.Errorf("decode push event: %w", err)
 	}
+	var repo struct {
+		Repository struct {
+			PushedAt json.RawMessage `json:"pushed_at"`
+		} `json:"repository"`
+	}
+	if err := json.Unmarshal(body, &repo); err != nil {
+		return Push{}, fmt.Errorf("decode push event: %w", err)
+	}
+	t, err := pushTime(repo.Repository.PushedAt)
+	if err != nil {
+		return Push{}, fmt.Errorf("push event: repository.pushed_at: %w", err)
+	}
+	p.PushedAt = t
 	if !strings.HasPrefix(p.Ref, job.BranchPrefix) && !strings.HasPrefix(p.Ref, job.TagPrefix) {
 		if p.Ref == "" || !strings.HasPrefix(p.Ref, "refs/") {
 			return Push{}, fmt.Errorf("push event: ref %q is not a full ref", truncate(p.Ref))
@@ -70,6 +88,30 @@ func (p Push) Tag() string {
 		return ""
 	}
 	return t
+}
+
+// pushTime reads pushed_at: Unix seconds, an ISO 8601 time, null or
+// absent (zero).
+func pushTime(raw json.RawMessage) (time.Time, error) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return time.Time{}, nil
+	}
+	var secs int64
+	if err := json.Unmarshal(raw, &secs); err == nil {
+		if secs < 0 || secs > 1<<40 {
+			return time.Time{}, errors.New("out of range")
+		}
+		return time.Unix(secs, 0).UTC(), nil
+	}
+	var s string
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return time.Time{}, errors.New("neither Unix seconds nor a time")
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, errors.New("not an RFC 3339 time")
+	}
+	return t.UTC(), nil
 }
 
 func isSHA(s string) bool {

@@ -3,12 +3,19 @@
 // and turns verified pushes into jobs: recorded in Firestore, then
 // published to Pub/Sub for the runner.
 //
-// Order of checks, each answered without writing anything: body size
-// (413), tracked repository (404), HMAC-SHA256 signature with the
-// repository's own secret (401), event type (ping → 200; other
-// non-push events → 200 and ignored), content type (415), payload (400).
-// A verified push is recorded with its X-GitHub-Delivery id as the
-// idempotency key, so a redelivery creates no second job; it is answered
+// Order of checks, each answered without writing anything: a signature
+// header and a declared body size within bounds (401, 413), tracked
+// repository (404) — so an unauthenticated request costs one lookup and
+// no body is read for an untracked repository — then the body (413),
+// its HMAC-SHA256 signature with the repository's own secret (401), event
+// type (ping → 200; other non-push events → 200 and ignored), content
+// type (415), payload (400).
+//
+// A verified push is recorded under two idempotency keys: its
+// X-GitHub-Delivery id (a redelivery) and the push itself — repository,
+// ref, before, after and push time, all inside the signed body — because
+// GitHub does not sign the delivery id: a captured delivery replayed with
+// a new id is answered as a duplicate and creates no job. It is answered
 // only after the job is durably recorded and published.
 package webhook
 
@@ -84,10 +91,11 @@ func (h *Handler) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), answerWithin)
 	defer cancel()
 	owner, name := r.PathValue("user"), r.PathValue("repo")
-
-	body, err := web.ReadBody(r, MaxBody)
-	if err != nil {
-		return err
+	if r.Header.Get(SignatureHeader) == "" {
+		return web.Errorf(http.StatusUnauthorized, nil, "missing %s header", SignatureHeader)
+	}
+	if r.ContentLength > MaxBody {
+		return web.Errorf(http.StatusRequestEntityTooLarge, nil, "body of %d bytes is over the %d byte limit", r.ContentLength, MaxBody)
 	}
 	repo, err := h.store.Repository(ctx, owner, name)
 	switch {
@@ -95,6 +103,10 @@ func (h *Handler) handleWebhook(w http.ResponseWriter, r *http.Request) error {
 		return web.Errorf(http.StatusNotFound, err, "repository %s/%s is not tracked", owner, name)
 	case err != nil:
 		return web.Errorf(http.StatusServiceUnavailable, err, "could not look up the repository; redeliver later")
+	}
+	body, err := web.ReadBody(r, MaxBody)
+	if err != nil {
+		return err
 	}
 	if err := Verify(repo.WebhookSecret, body, r.Header.Get(SignatureHeader)); err != nil {
 		return web.Errorf(http.StatusUnauthorized, err, "invalid or missing webhook signature")
@@ -173,7 +185,7 @@ func (h *Handler) record(ctx context.Context, w http.ResponseWriter, repo *store
 	}
 	created, err := h.store.CreateJob(ctx, store.Job{
 		Owner: repo.Owner, Name: repo.Name, Ref: push.Ref, SHA: push.After, Before: push.Before,
-		DeliveryID: delivery, Trigger: string(job.TriggerPush), Status: status,
+		DeliveryID: delivery, PushedAt: push.PushedAt, Trigger: string(job.TriggerPush), Status: status,
 	})
 	var dup *store.DuplicateDeliveryError
 	switch {
@@ -187,6 +199,9 @@ func (h *Handler) record(ctx context.Context, w http.ResponseWriter, repo *store
 			if err := h.publish(ctx, existing, msg); err != nil {
 				return err
 			}
+		}
+		if dup.Replay {
+			log.WarnContext(ctx, "a known push under a new delivery id (a replay?); no job created", logging.KeyJobID, existing.ID)
 		}
 		return web.JSON(w, http.StatusOK, map[string]any{"ok": true, "job_id": existing.ID, "duplicate": true, "status": existing.Status})
 	case errors.Is(err, store.ErrNotFound):

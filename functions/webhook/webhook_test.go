@@ -406,3 +406,112 @@ func BenchmarkWebhook(b *testing.B) {
 		}
 	}
 }
+
+// withPush returns a push payload for owner/name with the given before,
+// after and push time (repository.pushed_at, Unix seconds).
+func withPush(t *testing.T, before, after string, pushedAt int64) []byte {
+	t.Helper()
+	return []byte(`{"ref":"refs/heads/main","before":"` + before + `","after":"` + after +
+		`","created":false,"deleted":false,"forced":true,"repository":{"id":1,"full_name":"octo/app","pushed_at":` +
+		strconv.FormatInt(pushedAt, 10) + `}}`)
+}
+
+// TestReplayedPushCreatesNoJob: X-GitHub-Delivery is not signed, so a
+// captured signed push replayed under a new delivery id must be the same
+// push; a force-push back to an older commit and the same change pushed
+// again later are new pushes.
+func TestReplayedPushCreatesNoJob(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	const a, b = "1111111111111111111111111111111111111111", "2222222222222222222222222222222222222222"
+	first := withPush(t, a, b, 1_800_000_000)
+	code, resp := e.deliver(t, delivery{event: "push", id: "delivery-1", body: first})
+	if code != http.StatusAccepted {
+		t.Fatalf("push = %d %s", code, resp)
+	}
+	original := e.nextMessage(t)
+
+	code, resp = e.deliver(t, delivery{event: "push", id: "replayed-with-a-new-id", body: first})
+	if code != http.StatusOK || !strings.Contains(resp, `"duplicate":true`) || !strings.Contains(resp, original.JobID) {
+		t.Fatalf("replay = %d %s, want 200 duplicate of %s", code, resp, original.JobID)
+	}
+	e.noMessage(t)
+	if n := e.count(t, store.JobsCollection); n != 1 {
+		t.Fatalf("%d jobs after a replay, want 1", n)
+	}
+
+	for _, tt := range []struct {
+		name string
+		body []byte
+	}{
+		{"force-push-back", withPush(t, b, a, 1_800_000_060)},
+		{"same-change-pushed-again-later", withPush(t, a, b, 1_800_000_120)},
+	} {
+		code, resp := e.deliver(t, delivery{event: "push", id: "delivery-" + tt.name, body: tt.body})
+		if code != http.StatusAccepted {
+			t.Errorf("%s = %d %s, want 202: a new push", tt.name, code, resp)
+			continue
+		}
+		if m := e.nextMessage(t); m.JobID == original.JobID {
+			t.Errorf("%s reused job %s", tt.name, m.JobID)
+		}
+	}
+	jobs, err := e.store.Jobs(e.ctx, owner, name, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if j.PushedAt.IsZero() {
+			t.Errorf("job %s has no push time", j.ID)
+		}
+	}
+}
+
+// failingBody fails the test if the handler reads it.
+type failingBody struct{ t *testing.T }
+
+func (b failingBody) Read([]byte) (int, error) {
+	b.t.Error("the body of an unauthenticated request was read")
+	return 0, io.EOF
+}
+
+// TestUnauthenticatedRequestsAreCheap: no body is read before the
+// repository is known to be tracked and a signature header is present.
+func TestUnauthenticatedRequestsAreCheap(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	h, err := webhook.New(e.store, publisherFunc(func(context.Context, job.Message) (string, error) {
+		t.Error("published")
+		return "", nil
+	}), log, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := web.NewMux(log)
+	h.Register(mux)
+	for _, tt := range []struct {
+		name, repo, signature string
+		length                int64
+		want                  int
+	}{
+		{"no-signature", name, "", 100, http.StatusUnauthorized},
+		{"untracked", "other", "sha256=00", 100, http.StatusNotFound},
+		{"declared-too-big", name, "sha256=00", webhook.MaxBody + 1, http.StatusRequestEntityTooLarge},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := httptest.NewRequestWithContext(e.ctx, http.MethodPost, "/api/v0/github/repositories/"+owner+"/"+tt.repo+"/web_hook", failingBody{t})
+			req.ContentLength = tt.length
+			req.Header.Set("Content-Type", "application/json")
+			req.Header.Set(webhook.EventHeader, "push")
+			if tt.signature != "" {
+				req.Header.Set(webhook.SignatureHeader, tt.signature)
+			}
+			rec := httptest.NewRecorder()
+			mux.ServeHTTP(rec, req)
+			if rec.Code != tt.want {
+				t.Errorf("status = %d %s, want %d", rec.Code, rec.Body, tt.want)
+			}
+		})
+	}
+}

@@ -23,8 +23,12 @@
 //	                                      pending_job_id, pending_deploy_job_id           Execute (control.go)
 //	tokens        login, lowercase        login, token (sealed), scopes, created_at       OAuth callback          once per login
 //	deliveries    GitHub delivery id      job_id, created_at, expire_at (TTL, +7 days)    CreateJob               once per webhook delivery
+//	pushes        PushKey (sha256 of      job_id, created_at, expire_at (TTL, +7 days)    CreateJob               once per push
+//	              repo, ref, before,
+//	              after, pushed_at)
 //	jobs          job id (random)         repo, owner, name, ref, sha, before,            CreateJob, runner       create; claim; lease renewal
-//	                                      delivery_id, trigger, iteration, status,        (ClaimJob, RenewLease,  every lease/3; finish
+//	                                      delivery_id, pushed_at, trigger, iteration,     (ClaimJob, RenewLease,  every lease/3; finish
+//	                                      status,
 //	                                      created_at, started_at, finished_at,            FinishJob)
 //	                                      finished_by, lease_owner, lease_expires,        Execute (control.go),
 //	                                      attempts, error, force_deploy, deploy_of,       MarkDeployPending
@@ -73,8 +77,10 @@
 //	jobs        status ASC, lease_expires ASC          ExpiredJobs
 //	events      repo ASC, created ASC                  listening to one repository's events
 //
-// A TTL policy on deliveries.expire_at removes delivery records after seven
-// days, which is longer than GitHub ever redelivers.
+// TTL policies on deliveries.expire_at and pushes.expire_at remove delivery
+// and push records after seven days, which is longer than GitHub ever
+// redelivers (a replay older than that is caught by the runner, which
+// builds a push only while its ref still points at its commit).
 //
 // # Leases
 //

@@ -2,8 +2,12 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -57,6 +61,12 @@ type Job struct {
 	// DeliveryID is GitHub's X-GitHub-Delivery; empty for jobs not made by
 	// a webhook (Trigger "execute").
 	DeliveryID string
+	// PushedAt is when GitHub says the push happened (the push payload's
+	// repository.pushed_at), zero for jobs not made by a push. It orders
+	// pushes ("newer" means pushed later, whatever the iteration numbers)
+	// and, with the repository, ref, before and after, identifies a push:
+	// CreateJob refuses the same push twice, also under a new delivery id.
+	PushedAt time.Time
 	// Trigger says what created the job: "push", "execute", ...
 	Trigger string
 	// Iteration numbers the repository's jobs from 1; CreateJob assigns it.
@@ -119,6 +129,7 @@ type jobDoc struct {
 	SHA          string    `firestore:"sha"`
 	Before       string    `firestore:"before"`
 	DeliveryID   string    `firestore:"delivery_id"`
+	PushedAt     time.Time `firestore:"pushed_at,omitempty"`
 	Trigger      string    `firestore:"trigger"`
 	Iteration    int64     `firestore:"iteration"`
 	Status       string    `firestore:"status"`
@@ -144,7 +155,7 @@ func toJobDoc(j *Job) jobDoc {
 	return jobDoc{
 		Repo: j.RepoKey, Owner: j.Owner, Name: j.Name,
 		Ref: j.Ref, SHA: j.SHA, Before: j.Before,
-		DeliveryID: j.DeliveryID, Trigger: j.Trigger,
+		DeliveryID: j.DeliveryID, PushedAt: j.PushedAt, Trigger: j.Trigger,
 		Iteration: int64(j.Iteration), Status: string(j.Status),
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 		FinishedBy: j.FinishedBy, LeaseOwner: j.LeaseOwner, LeaseExpires: j.LeaseExpires,
@@ -162,7 +173,7 @@ func jobFromSnap(snap *firestore.DocumentSnapshot) (*Job, error) {
 	return &Job{
 		ID: snap.Ref.ID, RepoKey: d.Repo, Owner: d.Owner, Name: d.Name,
 		Ref: d.Ref, SHA: d.SHA, Before: d.Before,
-		DeliveryID: d.DeliveryID, Trigger: d.Trigger,
+		DeliveryID: d.DeliveryID, PushedAt: d.PushedAt, Trigger: d.Trigger,
 		Iteration: int(d.Iteration), Status: JobStatus(d.Status),
 		CreatedAt: d.CreatedAt, StartedAt: d.StartedAt, FinishedAt: d.FinishedAt,
 		FinishedBy: d.FinishedBy, LeaseOwner: d.LeaseOwner, LeaseExpires: d.LeaseExpires,
@@ -191,15 +202,25 @@ func (s *Store) jobRef(id string) *firestore.DocumentRef {
 	return s.client.Collection(JobsCollection).Doc(id)
 }
 
+// PushKey identifies a push: the same repository, ref, before, after and
+// push time (the signed payload's repository.pushed_at) are the same push,
+// whatever its delivery id. A force-push back to an older commit differs
+// in before, and pushing the same change again later in push time.
+func PushKey(repoKey, ref, before, after string, pushedAt time.Time) string {
+	sum := sha256.Sum256([]byte(strings.Join([]string{repoKey, ref, before, after, strconv.FormatInt(pushedAt.Unix(), 10)}, "\x00")))
+	return hex.EncodeToString(sum[:])
+}
+
 // CreateJob records a new job for a tracked repository in one transaction:
-// it remembers the delivery id (if any), assigns the repository's next
+// it remembers the delivery id (if any) and the push (if PushedAt is set;
+// see PushKey), assigns the repository's next
 // iteration, points the repository's latest_job_id (and, for a pending job,
 // pending_job_id) at it, and creates the job document. A pending job
 // supersedes the repository's previous pending job, which is canceled.
 //
-// If the delivery id was seen before, nothing is written and the error is a
-// *DuplicateDeliveryError (matching ErrDuplicateDelivery) naming the first
-// job. It returns ErrNotFound if the repository is not tracked and
+// If the delivery id or the push was seen before, nothing is written and
+// the error is a *DuplicateDeliveryError (matching ErrDuplicateDelivery)
+// naming the first job. It returns ErrNotFound if the repository is not tracked and
 // ErrAlreadyExists if a job with j.ID exists. The returned Job is j as
 // stored: the life-cycle and lease fields, DeployOf, Images and
 // DeployPending are cleared (deploy-only jobs come from CreateDeployJob);
@@ -239,22 +260,33 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 
 	repoRef := s.repoRef(j.Owner, j.Name)
 	jobRef := s.jobRef(j.ID)
-	var deliveryRef *firestore.DocumentRef
+	var deliveryRef, pushRef *firestore.DocumentRef
 	if j.DeliveryID != "" {
 		deliveryRef = s.client.Collection(DeliveriesCollection).Doc(j.DeliveryID)
 	}
+	if !j.PushedAt.IsZero() {
+		pushRef = s.client.Collection(PushesCollection).Doc(PushKey(j.RepoKey, j.Ref, j.Before, j.SHA, j.PushedAt))
+	}
 	var created Job
 	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		// Reads first, as transactions require.
-		if deliveryRef != nil {
-			snap, err := tx.Get(deliveryRef)
+		// Reads first, as transactions require. The delivery id catches a
+		// redelivery; the push identity catches the same signed push under
+		// a new delivery id (GitHub does not sign X-GitHub-Delivery).
+		for _, seen := range []struct {
+			ref    *firestore.DocumentRef
+			replay bool
+		}{{deliveryRef, false}, {pushRef, true}} {
+			if seen.ref == nil {
+				continue
+			}
+			snap, err := tx.Get(seen.ref)
 			switch {
 			case err == nil:
 				var d deliveryDoc
 				if err := snap.DataTo(&d); err != nil {
-					return fmt.Errorf("decode delivery: %w", err)
+					return fmt.Errorf("decode %s: %w", seen.ref.Parent.ID, err)
 				}
-				return &DuplicateDeliveryError{DeliveryID: j.DeliveryID, JobID: d.JobID}
+				return &DuplicateDeliveryError{DeliveryID: j.DeliveryID, JobID: d.JobID, Replay: seen.replay}
 			case !isNotFound(err):
 				return err
 			}
@@ -296,9 +328,12 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 		if err := tx.Create(jobRef, toJobDoc(&job)); err != nil {
 			return err
 		}
-		if deliveryRef != nil {
-			d := deliveryDoc{JobID: job.ID, CreatedAt: job.CreatedAt, ExpireAt: job.CreatedAt.Add(DeliveryTTL)}
-			if err := tx.Create(deliveryRef, d); err != nil {
+		d := deliveryDoc{JobID: job.ID, CreatedAt: job.CreatedAt, ExpireAt: job.CreatedAt.Add(DeliveryTTL)}
+		for _, ref := range []*firestore.DocumentRef{deliveryRef, pushRef} {
+			if ref == nil {
+				continue
+			}
+			if err := tx.Create(ref, d); err != nil {
 				return err
 			}
 		}

@@ -19,6 +19,7 @@ const (
 	RepositoriesCollection = "repositories"
 	TokensCollection       = "tokens"
 	DeliveriesCollection   = "deliveries"
+	PushesCollection       = "pushes"
 	JobsCollection         = "jobs"
 	EventsCollection       = "events"
 	StatesCollection       = "states"
@@ -55,14 +56,21 @@ var (
 // DuplicateDeliveryError is returned by CreateJob for a delivery id that
 // already created a job. It matches ErrDuplicateDelivery with errors.Is.
 type DuplicateDeliveryError struct {
-	// DeliveryID is the GitHub delivery id seen twice.
+	// DeliveryID is the GitHub delivery id of the delivery refused.
 	DeliveryID string
 	// JobID is the job created by the first delivery.
 	JobID string
+	// Replay reports that the delivery id is new but the push is not: the
+	// same signed push (repository, ref, before, after, push time) under
+	// another delivery id, as a replayed capture would be.
+	Replay bool
 }
 
 // Error implements error.
 func (e *DuplicateDeliveryError) Error() string {
+	if e.Replay {
+		return fmt.Sprintf("delivery %s repeats the push of job %s: %v", e.DeliveryID, e.JobID, ErrDuplicateDelivery)
+	}
 	return fmt.Sprintf("delivery %s already created job %s: %v", e.DeliveryID, e.JobID, ErrDuplicateDelivery)
 }
 
