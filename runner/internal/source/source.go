@@ -49,6 +49,7 @@ import (
 	"github.com/go-git/go-git/v5/plumbing/transport"
 	githttp "github.com/go-git/go-git/v5/plumbing/transport/http"
 	"github.com/go-git/go-git/v5/storage/filesystem"
+	"github.com/go-git/go-git/v5/storage/memory"
 )
 
 // Fetcher clones repositories from one git host.
@@ -192,6 +193,43 @@ func (f *Fetcher) ChangedFiles(ctx context.Context, dir, owner, name, before, sh
 	}
 	slices.Sort(files)
 	return slices.Compact(files), nil
+}
+
+// ErrRefNotFound reports a ref that does not exist in the repository
+// (deleted since the push).
+var ErrRefNotFound = errors.New("ref not found")
+
+var validRef = regexp.MustCompile(`^refs/(heads|tags)/[^\x00-\x20~^:?*\[\\]+$`)
+
+// Head returns the commit ref (refs/heads/… or refs/tags/…) of owner/name
+// points at now, as git ls-remote would: the ref's own value (for an
+// annotated tag, the tag object). It returns ErrRefNotFound when the ref
+// does not exist.
+func (f *Fetcher) Head(ctx context.Context, owner, name, ref, token string) (string, error) {
+	if err := validRepo(owner, name); err != nil {
+		return "", fmt.Errorf("head: %w", err)
+	}
+	if !validRef.MatchString(ref) || strings.Contains(ref, "..") {
+		return "", fmt.Errorf("head of %s/%s: invalid ref %q", owner, name, ref)
+	}
+	remote := git.NewRemote(memory.NewStorage(), &config.RemoteConfig{Name: "origin", URLs: []string{f.URL(owner, name)}})
+	var auth transport.AuthMethod
+	if token != "" {
+		auth = &githttp.BasicAuth{Username: basicAuthUser, Password: token}
+	}
+	refs, err := remote.ListContext(ctx, &git.ListOptions{Auth: auth})
+	if err != nil {
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return "", fmt.Errorf("head of %s/%s %s: %w", owner, name, ref, ctxErr)
+		}
+		return "", scrub(fmt.Errorf("head of %s/%s %s: list refs: %w", owner, name, ref, err), token)
+	}
+	for _, r := range refs {
+		if r.Name().String() == ref && r.Type() == plumbing.HashReference {
+			return r.Hash().String(), nil
+		}
+	}
+	return "", fmt.Errorf("head of %s/%s: %s: %w", owner, name, ref, ErrRefNotFound)
 }
 
 // storage returns the object storage (dir/.git) and working tree of the

@@ -427,3 +427,43 @@ func BenchmarkCheckout(b *testing.B) {
 		}
 	}
 }
+
+func TestHead(t *testing.T) {
+	const token = "gho_head_token"
+	srv, err := gitserve.New(t.TempDir(), token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	repo, err := srv.Create("octo", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := repo.Commit("main", "one", map[string]string{"a": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := repo.Commit("main", "two", map[string]string{"a": "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if got, err := f.Head(ctx, "octo", "app", "refs/heads/main", token); err != nil || got != second {
+		t.Errorf("Head(main) = %q, %v; want the newest commit %s (not %s)", got, err, second, first)
+	}
+	if _, err := f.Head(ctx, "octo", "app", "refs/heads/gone", token); !errors.Is(err, ErrRefNotFound) {
+		t.Errorf("Head(missing branch) = %v, want ErrRefNotFound", err)
+	}
+	if _, err := f.Head(ctx, "octo", "app", "refs/heads/main", "wrong-token"); err == nil || errors.Is(err, ErrRefNotFound) || strings.Contains(err.Error(), "wrong-token") {
+		t.Errorf("Head with a wrong token = %v, want an error without the token", err)
+	}
+	for _, ref := range []string{"main", "refs/heads/a..b", "refs/pull/1/head", "refs/heads/x y"} {
+		if _, err := f.Head(ctx, "octo", "app", ref, token); err == nil || errors.Is(err, ErrRefNotFound) {
+			t.Errorf("Head(%q) = %v, want an invalid-ref error", ref, err)
+		}
+	}
+}
