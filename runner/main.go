@@ -232,7 +232,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 	pub := queue.NewPublisher(ps, cfg.topic)
 	defer pub.Stop()
-	w, err := worker.New(worker.Config{Owner: owner}, st, pl, pub, log, nil)
+	w, err := worker.New(worker.Config{Owner: owner, Refs: src}, st, pl, pub, log, nil)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/functions/oauth"
 	"github.com/kube-git-deploy/kube-git-deploy/functions/repos"
 	"github.com/kube-git-deploy/kube-git-deploy/functions/webhook"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
@@ -71,19 +72,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return c
 	}
 
+	mode := cfg.AuthMode
+	if mode == "" {
+		mode = caller.ModeIAM // a Config not from LoadConfig: trust nobody by default
+	}
+	identify := func(r *http.Request) (caller.Identity, error) {
+		return caller.Identify(mode, r.Header.Get("Authorization"), time.Now())
+	}
+
 	private := web.NewMux(log)
 	private.Handle("GET /healthz", health("private"))
 	o, err := oauth.New(oauth.Config{
 		ClientID: cfg.GitHubClientID, ClientSecret: cfg.GitHubClientSecret,
 		WebURL: cfg.GitHubWebURL.String(), RedirectURL: cfg.OAuthCallbackURL.String(),
-		PrivateRepos: cfg.PrivateRepos, StateKey: stateKey,
+		PrivateRepos: cfg.PrivateRepos, StateKey: stateKey, Identify: identify,
 	}, st, gitHub, httpClient, log, nil)
 	if err != nil {
 		a.Close()
 		return nil, err
 	}
 	o.Register(private)
-	r, err := repos.New(st, gitHub, cfg.PublicURL, log)
+	r, err := repos.New(repos.Config{Store: st, GitHub: gitHub, PublicURL: cfg.PublicURL, Identify: identify, Log: log})
 	if err != nil {
 		a.Close()
 		return nil, err
@@ -101,11 +110,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	// GitHub sends the browser back to the callback; in the cloud only
 	// PublicAPI is reachable without a Google identity. The signed,
 	// single-use, expiring state (issued only by PrivateAPI's login_url)
-	// and PKCE make it safe to serve publicly.
+	// and PKCE make it safe to serve publicly; the token is stored for the
+	// caller the state's flow recorded. PublicAPI never identifies callers:
+	// Cloud Run lets anyone reach it, so its Authorization header is
+	// unverified.
 	o.RegisterCallback(public)
 
-	a.Private, a.Public = private, public
+	a.Private, a.Public = requireCaller(private, identify, log), public
 	return a, nil
+}
+
+// requireCaller answers every PrivateAPI request but GET /healthz with 401
+// when the caller cannot be identified (IAM mode without a usable identity
+// token), before routing, so nothing is read or written for it.
+func requireCaller(next http.Handler, identify func(*http.Request) (caller.Identity, error), log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.URL.Path == "/healthz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if _, err := identify(r); err != nil {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			web.Handler(log, func(http.ResponseWriter, *http.Request) error {
+				return web.Errorf(http.StatusUnauthorized, err, "%s", err.Error())
+			}).ServeHTTP(w, r)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // health handles the GET /healthz route of one server.

@@ -3,10 +3,12 @@ package app
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
 
+	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
 )
 
@@ -50,6 +52,12 @@ type Config struct {
 	// (KGD_ENCRYPTION_KEY_PREVIOUS, comma separated).
 	EncryptionKey []byte
 	PreviousKeys  [][]byte
+	// AuthMode is how PrivateAPI tells its callers apart (KGD_AUTH: "iam"
+	// trusts the Google identity token Cloud Run IAM verified, "local"
+	// makes every caller caller.Local; unset means iam on Cloud Run and
+	// Cloud Functions, local elsewhere). Local mode needs a loopback
+	// ListenHost.
+	AuthMode caller.Mode
 }
 
 // CallbackPath is the OAuth callback route (without its leading slash).
@@ -167,5 +175,24 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	if err != nil {
 		bad("KGD_ENCRYPTION_KEY_PREVIOUS", err)
 	}
+	if m, err := caller.ModeFromEnv(getenv); err != nil {
+		bad("KGD_AUTH", errors.New(strings.TrimPrefix(err.Error(), "KGD_AUTH: ")))
+	} else {
+		c.AuthMode = m
+	}
+	// In local mode every caller may do everything, as the machine's user:
+	// only loopback may reach the functions then.
+	if c.AuthMode == caller.ModeLocal && !isLoopback(c.ListenHost) {
+		bad("KGD_LISTEN_HOST", fmt.Errorf("%q is not a loopback address, but KGD_AUTH is local (every caller trusted); bind to 127.0.0.1 or run behind Cloud Run IAM with KGD_AUTH=iam", c.ListenHost))
+	}
 	return c, errors.Join(errs...)
+}
+
+// isLoopback reports whether host (a bind address) is loopback only.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
 }

@@ -4,6 +4,13 @@
 // using the OAuth web flow with a signed, expiring, single-use state and
 // PKCE (S256), and stores each user's token sealed.
 //
+// Tokens belong to the caller who asked for login_url (a Google identity
+// in IAM mode, caller.Local locally): the flow records that caller, and
+// the callback stores the token as the flow's caller's. The callback never
+// looks at its own request's identity: it runs on PublicAPI, reached by a
+// browser that has none. A login_url is therefore a capability: whoever
+// completes it hands their GitHub token to the caller who asked for it.
+//
 // The state sent to GitHub is "<id>.<expiry>.<mac>": a random flow id, the
 // flow's expiry (Unix seconds) and an HMAC-SHA256 of both. A forged or
 // expired state is rejected before any storage is touched; a valid one is
@@ -30,6 +37,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/kube-git-deploy/kube-git-deploy/functions/internal/web"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
 )
 
@@ -63,6 +71,9 @@ type Config struct {
 	// StateTTL is how long a sign-in may take; 0 means 10 minutes (GitHub's
 	// codes expire after 10 minutes too).
 	StateTTL time.Duration
+	// Identify tells who calls login_url (caller.Identify with the
+	// configured mode); required.
+	Identify func(r *http.Request) (caller.Identity, error)
 }
 
 // Handler serves the sign-in routes.
@@ -86,6 +97,8 @@ func New(cfg Config, st Store, client func(token string) *github.Client, httpCli
 		return nil, errors.New("oauth: GitHub web URL and redirect URL are required")
 	case len(cfg.StateKey) < 32:
 		return nil, errors.New("oauth: state key must be at least 32 bytes")
+	case cfg.Identify == nil:
+		return nil, errors.New("oauth: identify is required")
 	case st == nil || client == nil || httpClient == nil || log == nil:
 		return nil, errors.New("oauth: store, client, http client and logger are required")
 	}
@@ -127,12 +140,16 @@ func (h *Handler) RegisterCallback(m *web.Mux) {
 }
 
 // handleLoginURL handles the GET /api/v0/github/login_url route: it starts
-// a flow and returns the URL to send the user to.
+// a flow for the caller and returns the URL to send the user to.
 func (h *Handler) handleLoginURL(w http.ResponseWriter, r *http.Request) error {
+	who, err := h.cfg.Identify(r)
+	if err != nil {
+		return web.Errorf(http.StatusUnauthorized, err, "%s", err.Error())
+	}
 	id := rand.Text()
 	expires := h.now().Add(h.cfg.StateTTL).Truncate(time.Second)
 	verifier := oauth2.GenerateVerifier()
-	if err := h.store.PutOAuthState(r.Context(), store.OAuthState{ID: id, Verifier: verifier, ExpiresAt: expires}); err != nil {
+	if err := h.store.PutOAuthState(r.Context(), store.OAuthState{ID: id, Verifier: verifier, ExpiresAt: expires, Caller: who.Email}); err != nil {
 		return fmt.Errorf("start sign-in: %w", err)
 	}
 	u := h.oauth.AuthCodeURL(h.signState(id, expires), oauth2.S256ChallengeOption(verifier))
@@ -140,7 +157,8 @@ func (h *Handler) handleLoginURL(w http.ResponseWriter, r *http.Request) error {
 }
 
 // handleCallback handles the GET /api/v0/github/oauth_callback route:
-// GitHub sends the user back here with code and state.
+// GitHub sends the user back here with code and state. The token is
+// stored for the caller recorded in the flow, whoever sends this request.
 func (h *Handler) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	if e := q.Get("error"); e != "" {
@@ -156,7 +174,7 @@ func (h *Handler) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	}
 	flow, err := h.store.ConsumeOAuthState(r.Context(), id, h.now())
 	switch {
-	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrExpired):
+	case errors.Is(err, store.ErrNotFound), errors.Is(err, store.ErrExpired), errors.Is(err, store.ErrInvalid):
 		return web.Errorf(http.StatusBadRequest, err, "sign-in state already used or expired; start again from /api/v0/github/login_url")
 	case err != nil:
 		return fmt.Errorf("finish sign-in: %w", err)
@@ -176,7 +194,7 @@ func (h *Handler) handleCallback(w http.ResponseWriter, r *http.Request) error {
 		return web.Errorf(http.StatusBadGateway, err, "could not read the signed-in GitHub user")
 	}
 	scopes := grantedScopes(tok)
-	if err := h.store.PutToken(r.Context(), store.Token{Login: user.GetLogin(), AccessToken: tok.AccessToken, Scopes: scopes}); err != nil {
+	if err := h.store.PutToken(r.Context(), store.Token{Caller: flow.Caller, Login: user.GetLogin(), AccessToken: tok.AccessToken, Scopes: scopes}); err != nil {
 		return fmt.Errorf("store token of %s: %w", user.GetLogin(), err)
 	}
 	var missing []string
@@ -185,8 +203,12 @@ func (h *Handler) handleCallback(w http.ResponseWriter, r *http.Request) error {
 			missing = append(missing, s)
 		}
 	}
-	h.log.InfoContext(r.Context(), "signed in", "login", user.GetLogin(), "scopes", scopes)
-	return web.JSON(w, http.StatusOK, map[string]any{"ok": true, "login": user.GetLogin(), "scopes": scopes, "missing_scopes": nonNil(missing)})
+	h.log.InfoContext(r.Context(), "signed in", "login", user.GetLogin(), "scopes", scopes, "caller", flow.Caller)
+	// caller shows whom the token now serves, so a user who completed
+	// someone else's login_url can tell.
+	return web.JSON(w, http.StatusOK, map[string]any{
+		"ok": true, "login": user.GetLogin(), "caller": flow.Caller, "scopes": scopes, "missing_scopes": nonNil(missing),
+	})
 }
 
 // grantedScopes returns the scopes GitHub granted, which can be fewer than

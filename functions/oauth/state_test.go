@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/google/go-github/v60/github"
+
+	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 )
 
 func TestState(t *testing.T) {
@@ -21,9 +23,17 @@ func TestState(t *testing.T) {
 	}, nil, nil, nil, nil, nil); err == nil {
 		t.Fatal("New without a store succeeded")
 	}
-	h, err := New(Config{
+	identify := func(*http.Request) (caller.Identity, error) { return caller.Local, nil }
+	if _, err := New(Config{
 		ClientID: "id", ClientSecret: "s", WebURL: "https://github.example/", RedirectURL: "http://localhost:5000/cb",
 		StateKey: []byte(strings.Repeat("k", 32)),
+	}, struct{ Store }{}, func(string) *github.Client { return nil }, http.DefaultClient,
+		slog.New(slog.NewTextHandler(io.Discard, nil)), nil); err == nil {
+		t.Fatal("New without identify succeeded")
+	}
+	h, err := New(Config{
+		ClientID: "id", ClientSecret: "s", WebURL: "https://github.example/", RedirectURL: "http://localhost:5000/cb",
+		StateKey: []byte(strings.Repeat("k", 32)), Identify: identify,
 	}, struct{ Store }{}, func(string) *github.Client { return nil }, http.DefaultClient,
 		slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return clock })
 	if err != nil {
@@ -31,7 +41,7 @@ func TestState(t *testing.T) {
 	}
 	state := h.signState("FLOWID", now.Add(10*time.Minute))
 	other, _ := New(Config{ClientID: "id", ClientSecret: "s", WebURL: "https://x/", RedirectURL: "http://x/cb",
-		StateKey: []byte(strings.Repeat("z", 32))}, struct{ Store }{}, func(string) *github.Client { return nil },
+		StateKey: []byte(strings.Repeat("z", 32)), Identify: identify}, struct{ Store }{}, func(string) *github.Client { return nil },
 		http.DefaultClient, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return clock })
 
 	tests := []struct {

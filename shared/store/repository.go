@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -19,8 +20,13 @@ type Repository struct {
 	// WebhookSecret is the HMAC key of the webhook. It is sealed in
 	// Firestore and plaintext only here. It must not be empty.
 	WebhookSecret []byte
-	// TrackedBy is the GitHub login that tracked the repository.
+	// TrackedBy is the GitHub login whose token created the webhook; the
+	// runner clones with that token (see RepositoryToken).
 	TrackedBy string
+	// TrackedByCaller is the identity (caller.Identity's email, or "local")
+	// that tracked the repository with its own token of TrackedBy. Empty
+	// for repositories tracked before callers were recorded.
+	TrackedByCaller string
 	// TrackedAt is when it was tracked; TrackRepository sets it when zero.
 	TrackedAt time.Time
 	// Triggers says which phases run automatically on a push.
@@ -73,6 +79,8 @@ type repositoryDoc struct {
 	PendingDeployJobID string `firestore:"pending_deploy_job_id"`
 	// Missing in documents written before deploy policies existed.
 	Policy *policyDoc `firestore:"policy,omitempty"`
+	// Missing in documents written before callers were recorded.
+	TrackedByCaller string `firestore:"tracked_by_caller"`
 }
 
 // triggersDoc uses pointers so a missing field reads as on.
@@ -131,15 +139,16 @@ func (s *Store) TrackRepository(ctx context.Context, r Repository) error {
 		r.TrackedAt = s.now()
 	}
 	doc := repositoryDoc{
-		Owner:         r.Owner,
-		Name:          r.Name,
-		HookID:        r.HookID,
-		WebhookSecret: sealed,
-		TrackedBy:     r.TrackedBy,
-		TrackedAt:     r.TrackedAt,
-		Triggers:      toTriggersDoc(r.Triggers),
-		NextIteration: int64(last) + 1,
-		Policy:        toPolicyDoc(r.Policy),
+		Owner:           r.Owner,
+		Name:            r.Name,
+		HookID:          r.HookID,
+		WebhookSecret:   sealed,
+		TrackedBy:       r.TrackedBy,
+		TrackedByCaller: strings.ToLower(r.TrackedByCaller),
+		TrackedAt:       r.TrackedAt,
+		Triggers:        toTriggersDoc(r.Triggers),
+		NextIteration:   int64(last) + 1,
+		Policy:          toPolicyDoc(r.Policy),
 	}
 	if _, err := ref.Create(ctx, doc); err != nil {
 		return fmt.Errorf("track repository %s/%s: %w", r.Owner, r.Name, translate(err))
@@ -222,6 +231,7 @@ func (s *Store) repositoryFromSnap(snap *firestore.DocumentSnapshot) (*Repositor
 		HookID:             d.HookID,
 		WebhookSecret:      plain,
 		TrackedBy:          d.TrackedBy,
+		TrackedByCaller:    d.TrackedByCaller,
 		TrackedAt:          d.TrackedAt,
 		Triggers:           d.Triggers.triggers(),
 		NextIteration:      int(d.NextIteration),

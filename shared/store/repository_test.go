@@ -9,6 +9,7 @@ import (
 
 	"cloud.google.com/go/firestore"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
@@ -47,7 +48,7 @@ func TestTrackRepository(t *testing.T) {
 
 	in := store.Repository{
 		Owner: "Alice", Name: "Web-App", HookID: 7, WebhookSecret: []byte("s3cret"),
-		TrackedBy: "alice", TrackedAt: t0.Add(-time.Hour),
+		TrackedBy: "alice", TrackedByCaller: "alice@example.com", TrackedAt: t0.Add(-time.Hour),
 	}
 	if err := s.TrackRepository(e.ctx, in); err != nil {
 		t.Fatalf("TrackRepository: %v", err)
@@ -55,6 +56,7 @@ func TestTrackRepository(t *testing.T) {
 	want := in
 	want.Triggers = store.DefaultTriggers()
 	want.NextIteration = 1
+	want.Policy = store.DefaultPolicy("Alice", "Web-App") // none given
 	for _, lookup := range [][2]string{{"Alice", "Web-App"}, {"alice", "web-app"}, {"ALICE", "WEB-APP"}} {
 		got, err := s.Repository(e.ctx, lookup[0], lookup[1])
 		if err != nil {
@@ -168,6 +170,62 @@ func TestSetTriggers(t *testing.T) {
 	})
 }
 
+func TestRepositoryPolicy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	s := e.store
+	custom := store.Policy{
+		Namespaces: []string{"web", "web-canary"}, ClusterScoped: true, AllowKinds: []string{"Role", "rbac.authorization.k8s.io/RoleBinding"},
+		Adopt: true, ServiceAccount: "web/deployer", Operators: []string{"ops@example.com"},
+	}
+	if err := s.TrackRepository(e.ctx, store.Repository{Owner: "alice", Name: "app", WebhookSecret: []byte("s"), Policy: custom}); err != nil {
+		t.Fatalf("TrackRepository with a policy: %v", err)
+	}
+	r, err := s.Repository(e.ctx, "alice", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(custom, r.Policy); diff != "" {
+		t.Errorf("stored policy (-want +got):\n%s", diff)
+	}
+
+	replaced := store.Policy{Namespaces: []string{"other"}, CreateNamespaces: true}
+	if err := s.SetPolicy(e.ctx, "ALICE", "App", replaced); err != nil {
+		t.Fatalf("SetPolicy: %v", err)
+	}
+	if r, err = s.Repository(e.ctx, "alice", "app"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(replaced, r.Policy, cmpopts.EquateEmpty()); diff != "" {
+		t.Errorf("policy after SetPolicy (-want +got):\n%s", diff)
+	}
+	for name, p := range map[string]store.Policy{
+		"no-namespace":  {},
+		"bad-namespace": {Namespaces: []string{"Not_DNS"}},
+	} {
+		if err := s.SetPolicy(e.ctx, "alice", "app", p); !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("SetPolicy(%s) = %v, want ErrInvalid", name, err)
+		}
+	}
+	if err := s.TrackRepository(e.ctx, store.Repository{Owner: "bob", Name: "app", WebhookSecret: []byte("s"),
+		Policy: store.Policy{Namespaces: []string{"UPPER"}}}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("TrackRepository with an invalid policy = %v, want ErrInvalid", err)
+	}
+	if err := s.SetPolicy(e.ctx, "bob", "app", replaced); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SetPolicy(untracked) = %v, want ErrNotFound", err)
+	}
+	// A document written before policies existed reads as the default.
+	if _, err := e.client.Collection(store.RepositoriesCollection).Doc("alice~app").Update(e.ctx, []firestore.Update{{Path: "policy", Value: firestore.Delete}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err = s.Repository(e.ctx, "alice", "app"); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(store.DefaultPolicy("alice", "app"), r.Policy); diff != "" {
+		t.Errorf("policy of an old document (-want +got):\n%s", diff)
+	}
+}
+
 func TestUntrackRepositoryKeepsHistory(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testTimeout)
@@ -230,29 +288,33 @@ func TestTokens(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testTimeout)
 	s := e.store
+	const alice, bob = "alice@example.com", "bob@example.com"
 
-	if _, err := s.Token(e.ctx, "alice"); !errors.Is(err, store.ErrNotFound) {
+	if _, err := s.Token(e.ctx, alice, "alice"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("Token(missing) = %v, want ErrNotFound", err)
 	}
-	first := store.Token{Login: "Alice", AccessToken: "gho_first", Scopes: []string{"repo", "admin:repo_hook"}}
+	first := store.Token{Caller: alice, Login: "Alice", AccessToken: "gho_first", Scopes: []string{"repo", "admin:repo_hook"}}
 	if err := s.PutToken(e.ctx, first); err != nil {
 		t.Fatalf("PutToken: %v", err)
 	}
 	want := first
 	want.CreatedAt = t0 // from the store's clock
-	got, err := s.Token(e.ctx, "alice")
+	got, err := s.Token(e.ctx, "Alice@Example.com", "alice")
 	if err != nil {
 		t.Fatalf("Token: %v", err)
 	}
 	if diff := cmp.Diff(want, *got); diff != "" {
 		t.Errorf("Token mismatch (-want +got):\n%s", diff)
 	}
+	if _, err := e.client.Collection(store.TokensCollection).Doc(store.TokenKey(alice, "alice")).Get(e.ctx); err != nil {
+		t.Errorf("token document %s: %v", store.TokenKey(alice, "alice"), err)
+	}
 
-	second := store.Token{Login: "alice", AccessToken: "gho_second", Scopes: []string{"repo"}, CreatedAt: t0.Add(time.Hour)}
+	second := store.Token{Caller: alice, Login: "alice", AccessToken: "gho_second", Scopes: []string{"repo"}, CreatedAt: t0.Add(time.Hour)}
 	if err := s.PutToken(e.ctx, second); err != nil {
 		t.Fatalf("PutToken (overwrite): %v", err)
 	}
-	got, err = s.Token(e.ctx, "ALICE")
+	got, err = s.Token(e.ctx, alice, "ALICE")
 	if err != nil {
 		t.Fatalf("Token: %v", err)
 	}
@@ -260,13 +322,31 @@ func TestTokens(t *testing.T) {
 		t.Errorf("Token after overwrite (-want +got):\n%s", diff)
 	}
 
+	// Another caller signing in as the same GitHub user gets a token of its
+	// own and leaves alice's alone.
+	bobs := store.Token{Caller: bob, Login: "alice", AccessToken: "gho_bobs", CreatedAt: t0.Add(2 * time.Hour)}
+	if err := s.PutToken(e.ctx, bobs); err != nil {
+		t.Fatalf("PutToken (other caller): %v", err)
+	}
+	if got, err := s.Token(e.ctx, alice, "alice"); err != nil || got.AccessToken != "gho_second" {
+		t.Errorf("alice's token after bob signed in as alice = %v, %v; want gho_second", got, err)
+	}
+	if got, err := s.Token(e.ctx, bob, "alice"); err != nil || got.AccessToken != "gho_bobs" {
+		t.Errorf("bob's token of alice = %v, %v; want gho_bobs", got, err)
+	}
+	if _, err := s.Token(e.ctx, "carol@example.com", "alice"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("a third caller's token of alice = %v, want ErrNotFound", err)
+	}
+
 	errTests := []struct {
 		name string
 		tok  store.Token
 	}{
-		{name: "empty-login", tok: store.Token{AccessToken: "x"}},
-		{name: "bad-login", tok: store.Token{Login: "a/b", AccessToken: "x"}},
-		{name: "empty-token", tok: store.Token{Login: "bob"}},
+		{name: "empty-caller", tok: store.Token{Login: "bob", AccessToken: "x"}},
+		{name: "blank-caller", tok: store.Token{Caller: "  ", Login: "bob", AccessToken: "x"}},
+		{name: "empty-login", tok: store.Token{Caller: bob, AccessToken: "x"}},
+		{name: "bad-login", tok: store.Token{Caller: bob, Login: "a/b", AccessToken: "x"}},
+		{name: "empty-token", tok: store.Token{Caller: bob, Login: "bob"}},
 	}
 	for _, tt := range errTests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -274,6 +354,71 @@ func TestTokens(t *testing.T) {
 				t.Fatalf("PutToken() = %v, want ErrInvalid", err)
 			}
 		})
+	}
+	if _, err := s.Token(e.ctx, "", "alice"); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("Token without a caller = %v, want ErrInvalid", err)
+	}
+}
+
+// TestRepositoryToken is the runner's read: the token a repository was
+// tracked with, by its tracker and login, never another caller's.
+func TestRepositoryToken(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	s := e.store
+	const alice, bob = "alice@example.com", "bob@example.com"
+	for _, tok := range []store.Token{
+		{Caller: alice, Login: "alice", AccessToken: "gho_alice"},
+		{Caller: bob, Login: "bob", AccessToken: "gho_bob", CreatedAt: t0.Add(time.Hour)},
+		{Caller: bob, Login: "alice", AccessToken: "gho_bob_as_alice", CreatedAt: t0.Add(2 * time.Hour)},
+	} {
+		if err := s.PutToken(e.ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, r := range []store.Repository{
+		{Owner: "alice", Name: "app", TrackedBy: "alice", TrackedByCaller: "Alice@Example.com"},
+		{Owner: "bob", Name: "app", TrackedBy: "Alice", TrackedByCaller: bob},
+		{Owner: "old", Name: "app", TrackedBy: "alice"}, // tracked before callers were recorded
+		{Owner: "gone", Name: "app", TrackedBy: "carol", TrackedByCaller: alice},
+	} {
+		r.HookID, r.WebhookSecret = 1, []byte("s")
+		if err := s.TrackRepository(e.ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		owner, wantCaller, wantToken string
+		wantErr                      error
+	}{
+		{"alice", alice, "gho_alice", nil},
+		{"bob", bob, "gho_bob_as_alice", nil},
+		{"old", "", "", store.ErrNotFound},
+		{"gone", alice, "", store.ErrNotFound},
+	}
+	for _, tt := range tests {
+		t.Run(tt.owner, func(t *testing.T) {
+			r, err := s.Repository(e.ctx, tt.owner, "app")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.TrackedByCaller != tt.wantCaller {
+				t.Errorf("TrackedByCaller = %q, want %q", r.TrackedByCaller, tt.wantCaller)
+			}
+			tok, err := s.RepositoryToken(e.ctx, r)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("RepositoryToken = %v, %v; want %v", tok, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || tok.AccessToken != tt.wantToken {
+				t.Fatalf("RepositoryToken = %v, %v; want %s", tok, err, tt.wantToken)
+			}
+		})
+	}
+	if _, err := s.RepositoryToken(e.ctx, nil); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("RepositoryToken(nil) = %v, want ErrNotFound", err)
 	}
 }
 
@@ -284,12 +429,13 @@ func TestSecretsAtRest(t *testing.T) {
 	e := newEnv(t, testTimeout)
 	s := e.store
 	const hookSecret, accessToken = "hook-secret-6f1d2e", "gho_16C7e42F292c6912E7710c838347Ae178B4a"
+	const caller, otherCaller = "ops@example.com", "mallory@example.com"
 	for _, owner := range []string{"alice", "bob"} {
 		err := s.TrackRepository(e.ctx, store.Repository{Owner: owner, Name: "app", WebhookSecret: []byte(hookSecret + owner)})
 		if err != nil {
 			t.Fatalf("TrackRepository: %v", err)
 		}
-		if err := s.PutToken(e.ctx, store.Token{Login: owner, AccessToken: accessToken + owner}); err != nil {
+		if err := s.PutToken(e.ctx, store.Token{Caller: caller, Login: owner, AccessToken: accessToken + owner}); err != nil {
 			t.Fatalf("PutToken: %v", err)
 		}
 	}
@@ -304,7 +450,7 @@ func TestSecretsAtRest(t *testing.T) {
 	}
 	for _, doc := range []struct{ collection, id, field, plaintext string }{
 		{store.RepositoriesCollection, "alice~app", "webhook_secret", hookSecret},
-		{store.TokensCollection, "alice", "token", accessToken},
+		{store.TokensCollection, store.TokenKey(caller, "alice"), "token", accessToken},
 	} {
 		t.Run("plaintext-absent-"+doc.collection, func(t *testing.T) {
 			data := raw(t, doc.collection, doc.id)
@@ -323,15 +469,30 @@ func TestSecretsAtRest(t *testing.T) {
 			_, err := s.Repository(e.ctx, "bob", "app")
 			return err
 		}},
-		{"token", store.TokensCollection, "alice", "bob", "token", func() error {
-			_, err := s.Token(e.ctx, "bob")
+		{"token", store.TokensCollection, store.TokenKey(caller, "alice"), store.TokenKey(caller, "bob"), "token", func() error {
+			_, err := s.Token(e.ctx, caller, "bob")
+			return err
+		}},
+		// Copying a token to another caller's document for the same login
+		// does not hand it over either.
+		{"token-to-another-caller", store.TokensCollection, store.TokenKey(caller, "alice"), store.TokenKey(otherCaller, "alice"), "token", func() error {
+			_, err := s.Token(e.ctx, otherCaller, "alice")
 			return err
 		}},
 	}
 	for _, mv := range moves {
 		t.Run("moved-"+mv.name+"-does-not-open", func(t *testing.T) {
 			sealed := raw(t, mv.collection, mv.from)[mv.field]
-			_, err := e.client.Collection(mv.collection).Doc(mv.to).Update(e.ctx, []firestore.Update{{Path: mv.field, Value: sealed}})
+			doc := e.client.Collection(mv.collection).Doc(mv.to)
+			if mv.name == "token-to-another-caller" {
+				// The other caller's document does not exist yet: forge it whole.
+				data := raw(t, mv.collection, mv.from)
+				data["caller"] = otherCaller
+				if _, err := doc.Set(e.ctx, data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := doc.Update(e.ctx, []firestore.Update{{Path: mv.field, Value: sealed}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -346,7 +507,7 @@ func TestSecretsAtRest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := rotated.Token(e.ctx, "alice")
+		got, err := rotated.Token(e.ctx, caller, "alice")
 		if err != nil || got.AccessToken != accessToken+"alice" {
 			t.Fatalf("Token with rotated keys = %v, %v", got, err)
 		}
@@ -354,7 +515,7 @@ func TestSecretsAtRest(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if _, err := other.Token(e.ctx, "alice"); !errors.Is(err, secret.ErrDecrypt) {
+		if _, err := other.Token(e.ctx, caller, "alice"); !errors.Is(err, secret.ErrDecrypt) {
 			t.Fatalf("Token with an unrelated key = %v, want secret.ErrDecrypt", err)
 		}
 	})

@@ -15,10 +15,12 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"strings"
 	"time"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/source"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/job"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
@@ -43,8 +45,18 @@ type Publisher interface {
 	Publish(ctx context.Context, m job.Message) (string, error)
 }
 
+// RefChecker tells which commit a ref of a repository points at now
+// (source.Fetcher.Head).
+type RefChecker interface {
+	Head(ctx context.Context, owner, name, ref, token string) (string, error)
+}
+
 // Config configures a Worker.
 type Config struct {
+	// Refs, when set, is asked before a push is built whether its ref still
+	// points at its commit; if not, the job ends superseded and deploys
+	// nothing (a newer push, or a replay of an old one).
+	Refs RefChecker
 	// Owner identifies this runner in leases (e.g. host name + pid).
 	Owner string
 	// Lease is how long a claim lasts without renewal; 0 means 2 minutes.
@@ -199,21 +211,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		closeWriter()
 		return "", "", err
 	} else if newer != "" {
-		msg := "superseded by job " + newer + ", a newer push to " + j.Ref
-		f := event.NewFactory(ej, event.Plan{}, w.now)
-		info := &event.ErrorInfo{Code: enumspb.StatusCode_OK, Message: msg}
-		err := writer.Emit(f.V1Meta(), f.V2Meta())
-		if err == nil {
-			err = writer.Emit(f.V1DevLoop(event.Canceled, info), f.V2Task(event.TaskDevLoop, event.V2Canceled, info))
-		}
-		if cerr := closeWriter(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return "", "", fmt.Errorf("record the end of job %s: %w", j.ID, err)
-		}
-		log.InfoContext(ctx, "job superseded", "by", newer)
-		return store.StatusCanceled, msg, nil
+		return w.supersede(ctx, j, writer, closeWriter, "superseded by job "+newer+", a newer push to "+j.Ref, log)
 	}
 
 	repo, err := w.store.Repository(ctx, j.Owner, j.Name)
@@ -225,11 +223,17 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		return "", "", fmt.Errorf("read repository of job %s: %w", j.ID, err)
 	}
 	token := ""
-	if t, err := w.store.Token(ctx, repo.TrackedBy); err == nil {
+	if t, err := w.store.RepositoryToken(ctx, repo); err == nil {
 		token = t.AccessToken
 	} else if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrInvalid) {
 		closeWriter()
 		return "", "", fmt.Errorf("read token of %s: %w", repo.TrackedBy, err)
+	}
+	if msg, err := w.stale(ctx, j, token); err != nil {
+		closeWriter()
+		return "", "", err
+	} else if msg != "" {
+		return w.supersede(ctx, j, writer, closeWriter, msg, log)
 	}
 
 	pj := pipeline.Job{
@@ -267,9 +271,28 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 	if err := closeWriter(); runErr == nil {
 		runErr = err
 	}
+	// From here on the job has done its work (a release may be deployed):
+	// it ends with its outcome even if some of its events could not be
+	// recorded, and is never run again for that — a retry could deploy
+	// twice, or a takeover end a finished deploy as failed.
+	note := ""
 	if runErr != nil {
-		return "", "", fmt.Errorf("record events of job %s: %w", j.ID, runErr)
+		log.ErrorContext(ctx, "job finished, but some of its events could not be recorded", logging.KeyErr, runErr.Error())
+		note = "some of the job's events could not be recorded: " + runErr.Error()
 	}
+	status, msg, err := w.settle(ctx, j, out)
+	if err != nil {
+		return "", "", err
+	}
+	if note != "" {
+		msg = strings.TrimPrefix(msg+"; "+note, "; ")
+	}
+	return status, msg, nil
+}
+
+// settle does a finished job's pending-deploy bookkeeping and returns its
+// final status and message.
+func (w *Worker) settle(ctx context.Context, j *store.Job, out pipeline.Outcome) (store.JobStatus, string, error) {
 	// Pending-deploy bookkeeping happens before the job ends, even if the
 	// job's context ended.
 	mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -299,17 +322,66 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 	return store.StatusSucceeded, "", nil
 }
 
+// supersede ends job j without running it: a Meta event and a canceled
+// DevLoop saying why.
+func (w *Worker) supersede(ctx context.Context, j *store.Job, writer *store.JobWriter, closeWriter func() error, msg string, log *slog.Logger) (store.JobStatus, string, error) {
+	f := event.NewFactory(eventJob(j), event.Plan{}, w.now)
+	info := &event.ErrorInfo{Code: enumspb.StatusCode_OK, Message: msg}
+	err := writer.Emit(f.V1Meta(), f.V2Meta())
+	if err == nil {
+		err = writer.Emit(f.V1DevLoop(event.Canceled, info), f.V2Task(event.TaskDevLoop, event.V2Canceled, info))
+	}
+	if cerr := closeWriter(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("record the end of job %s: %w", j.ID, err)
+	}
+	log.InfoContext(ctx, "job superseded", "reason", msg)
+	return store.StatusCanceled, msg, nil
+}
+
+// stale returns why push job j must not be built because its ref no longer
+// points at its commit (a newer push, a replayed old delivery, a deleted
+// ref), or "". Jobs that are not pushes, and runners without Refs, are
+// never stale. A failure to ask is an error: the job is retried.
+func (w *Worker) stale(ctx context.Context, j *store.Job, token string) (string, error) {
+	if w.cfg.Refs == nil || j.Trigger != string(job.TriggerPush) || j.DeployOf != "" {
+		return "", nil
+	}
+	head, err := w.cfg.Refs.Head(ctx, j.Owner, j.Name, j.Ref, token)
+	switch {
+	case errors.Is(err, source.ErrRefNotFound):
+		return fmt.Sprintf("%s no longer exists; this push of %.7s is not built", j.Ref, j.SHA), nil
+	case err != nil:
+		return "", fmt.Errorf("check the head of %s/%s %s: %w", j.Owner, j.Name, j.Ref, err)
+	case head != j.SHA:
+		return fmt.Sprintf("%s now points at %.7s, not at this push's %.7s (a newer push, or a replay of an old one); nothing is deployed", j.Ref, head, j.SHA), nil
+	}
+	return "", nil
+}
+
 // newerJob returns the id of a newer push for the same ref that is queued,
-// running or done, or "". Deploy-only jobs are not pushes: one deploys the
-// images of an older job, so it supersedes nothing, and its own source job
-// (a lower iteration) does not supersede it.
+// running or done, or "". Newer means pushed later (GitHub's push time),
+// not a higher iteration: a replayed old push gets a higher iteration but
+// is older. Jobs without a push time (made by Execute) compare by
+// iteration. Deploy-only jobs are not pushes: one deploys the images of an
+// older job, so it supersedes nothing, and its own source job does not
+// supersede it.
 func (w *Worker) newerJob(ctx context.Context, j *store.Job) (string, error) {
 	recent, err := w.store.Jobs(ctx, j.Owner, j.Name, 20)
 	if err != nil {
 		return "", fmt.Errorf("list jobs of %s/%s: %w", j.Owner, j.Name, err)
 	}
 	for _, o := range recent {
-		if o.Iteration > j.Iteration && o.Ref == j.Ref && o.DeployOf == "" && o.Status != store.StatusPending && o.Status != store.StatusCanceled {
+		if o.ID == j.ID || o.Ref != j.Ref || o.DeployOf != "" || o.Status == store.StatusPending || o.Status == store.StatusCanceled {
+			continue
+		}
+		newer := o.Iteration > j.Iteration
+		if !o.PushedAt.IsZero() && !j.PushedAt.IsZero() {
+			newer = o.PushedAt.After(j.PushedAt)
+		}
+		if newer {
 			return o.ID, nil
 		}
 	}

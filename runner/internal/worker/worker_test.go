@@ -3,6 +3,7 @@ package worker
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -16,6 +17,7 @@ import (
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/source"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator/emulatortest"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
@@ -544,4 +546,127 @@ func TestExecuteFlows(t *testing.T) {
 			t.Errorf("older queued push = %s %q, want run and succeeded", got.Status, got.Error)
 		}
 	})
+}
+
+// refs answers Head from a map: ref → commit (absent: deleted).
+type refs map[string]string
+
+func (r refs) Head(_ context.Context, _, _, ref, _ string) (string, error) {
+	if sha, ok := r[ref]; ok {
+		return sha, nil
+	}
+	return "", fmt.Errorf("%s: %w", ref, source.ErrRefNotFound)
+}
+
+// TestReplayedOldPushIsNotBuilt: a replay of an old push (a higher
+// iteration, an older push time) must neither supersede the newer push
+// nor be built: newer means pushed later, and the ref must still point at
+// the pushed commit.
+func TestReplayedOldPushIsNotBuilt(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	const oldSHA, newSHA = "1111111111111111111111111111111111111111", "2222222222222222222222222222222222222222"
+	t0 := time.Unix(1_800_000_000, 0)
+	create := func(sha, delivery string, pushedAt time.Time) (*store.Job, job.Message) {
+		j, err := e.store.CreateJob(e.ctx, store.Job{Owner: "octo", Name: "app", Ref: "refs/heads/main", SHA: sha,
+			DeliveryID: delivery, PushedAt: pushedAt, Trigger: "push"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j, job.Message{Version: 1, JobID: j.ID, Repository: "octo/app", Ref: j.Ref, SHA: sha, DeliveryID: delivery, Trigger: job.TriggerPush, PublishedAt: e.now}
+	}
+	newer, newerMsg := create(newSHA, "d-new", t0.Add(time.Minute))
+	replay, replayMsg := create(oldSHA, "d-replayed", t0) // created later: a higher iteration
+	if replay.Iteration <= newer.Iteration {
+		t.Fatalf("replay iteration %d, newer %d: the test needs the replay numbered higher", replay.Iteration, newer.Iteration)
+	}
+	r := &countingRunner{}
+	w, err := New(Config{Owner: "runner-a", Lease: time.Minute, Refs: refs{"refs/heads/main": newSHA}}, e.store, r,
+		&recordingPublisher{}, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return e.now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []job.Message{replayMsg, newerMsg} {
+		if err := w.Handle(e.ctx, m, queue.Delivery{Attempt: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r.runs != 1 {
+		t.Errorf("pipeline ran %d times, want 1 (only the newer push)", r.runs)
+	}
+	gotReplay, _ := e.store.Job(e.ctx, replay.ID)
+	gotNewer, _ := e.store.Job(e.ctx, newer.ID)
+	if gotReplay.Status != store.StatusCanceled || !strings.Contains(gotReplay.Error, newer.ID) {
+		t.Errorf("replayed job = %s %q, want canceled, superseded by the newer push %s", gotReplay.Status, gotReplay.Error, newer.ID)
+	}
+	if gotNewer.Status != store.StatusSucceeded {
+		t.Errorf("newer job = %s %q, want succeeded (a replayed older push must not supersede it)", gotNewer.Status, gotNewer.Error)
+	}
+
+	// A replay long after (no newer job on record any more, e.g. after the
+	// repository was tracked again): the ref's head decides.
+	other := newEnv(t)
+	e.store = other.store
+	late, lateMsg := create(oldSHA, "d-replayed-late", t0)
+	w2, _ := New(Config{Owner: "runner-b", Lease: time.Minute, Refs: refs{"refs/heads/main": newSHA}}, other.store, r,
+		&recordingPublisher{}, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return e.now })
+	if err := w2.Handle(e.ctx, lateMsg, queue.Delivery{Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := other.store.Job(e.ctx, late.ID); got.Status != store.StatusCanceled || !strings.Contains(got.Error, "now points at 2222222") {
+		t.Errorf("late replay = %s %q, want canceled: the ref points at the newer commit", got.Status, got.Error)
+	}
+
+	// A push whose branch was deleted since is not built either.
+	w3, _ := New(Config{Owner: "runner-c", Lease: time.Minute, Refs: refs{}}, other.store, r,
+		&recordingPublisher{}, slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return e.now })
+	gone, goneMsg := create(newSHA, "d-gone", t0.Add(2*time.Minute))
+	if err := w3.Handle(e.ctx, goneMsg, queue.Delivery{Attempt: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := other.store.Job(e.ctx, gone.ID); got.Status != store.StatusCanceled || !strings.Contains(got.Error, "no longer exists") {
+		t.Errorf("job of a deleted branch = %s %q, want canceled", got.Status, got.Error)
+	}
+	if r.runs != 1 {
+		t.Errorf("pipeline ran %d times, want still 1", r.runs)
+	}
+}
+
+// unrecordableRunner deploys (as far as the worker can tell) and then
+// emits an event Firestore cannot store: a document over its 1 MiB limit.
+type unrecordableRunner struct{ runs int }
+
+func (r *unrecordableRunner) Run(ctx context.Context, j pipeline.Job, sink pipeline.Sink) (pipeline.Outcome, error) {
+	r.runs++
+	f := event.NewFactory(j.Job, event.Plan{}, time.Now)
+	err := sink.Emit(f.V1Meta(), f.V2Meta())
+	if err == nil {
+		err = sink.Emit(nil, f.V2Log(event.TaskDeploy, event.SubtaskNone, enumspb.LogLevel_STANDARD, strings.Repeat("x", 2<<20)))
+	}
+	return pipeline.Outcome{Deployed: true}, err
+}
+
+// TestUnrecordableEventKeepsTheOutcome: an event that cannot be written
+// never turns a finished deploy into a failed or repeated one.
+func TestUnrecordableEventKeepsTheOutcome(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := &unrecordableRunner{}
+	w := e.worker(t, "runner-a", r, &recordingPublisher{}, e.now)
+	j, m := e.newJob(t, "d-big")
+	for attempt := 1; attempt <= 2; attempt++ {
+		if err := w.Handle(e.ctx, m, queue.Delivery{Attempt: attempt}); err != nil {
+			t.Fatalf("delivery %d: %v (the message would be redelivered and the deploy repeated)", attempt, err)
+		}
+	}
+	if r.runs != 1 {
+		t.Errorf("pipeline ran %d times, want 1", r.runs)
+	}
+	got, err := e.store.Job(e.ctx, j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Status != store.StatusSucceeded || !strings.Contains(got.Error, "could not be recorded") {
+		t.Errorf("job = %s %q, want succeeded, saying events are missing", got.Status, got.Error)
+	}
 }
