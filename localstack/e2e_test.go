@@ -175,7 +175,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("registry has %s at %v (%v), the build event says %s", tag, desc, err, digest)
 		}
 		var dep *appsv1.Deployment
-		dep, err = kube.AppsV1().Deployments("default").Get(ctx, "hello", metav1.GetOptions{})
+		dep, err = kube.AppsV1().Deployments(store.DefaultNamespace(owner, repo)).Get(ctx, "hello", metav1.GetOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,6 +193,7 @@ func TestEndToEnd(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		req.Header.Set("Content-Type", "application/json") // the local guard refuses other bodies
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/secretmanager/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
@@ -62,6 +63,12 @@ type config struct {
 	healthPort     int
 	statusDeadline time.Duration
 	concurrency    int
+	// Builds: memory (bytes) and CPUs per build (0: unlimited), timeout,
+	// and how many images of each image repository stay on the engine.
+	buildMemory  int64
+	buildCPUs    float64
+	buildTimeout time.Duration
+	imagesKept   int
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -112,6 +119,20 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.concurrency, err = strconv.Atoi(env("KGD_RUNNER_CONCURRENCY", "1")); err != nil || c.concurrency < 1 {
 		bad("KGD_RUNNER_CONCURRENCY", fmt.Errorf("%q is not a positive number", getenv("KGD_RUNNER_CONCURRENCY")))
+	}
+	if q, err := resource.ParseQuantity(env("KGD_BUILD_MEMORY", "4Gi")); err != nil || q.Sign() < 0 {
+		bad("KGD_BUILD_MEMORY", fmt.Errorf("%q is not a size such as 4Gi (0: no limit)", getenv("KGD_BUILD_MEMORY")))
+	} else {
+		c.buildMemory = q.Value()
+	}
+	if c.buildCPUs, err = strconv.ParseFloat(env("KGD_BUILD_CPUS", "2"), 64); err != nil || c.buildCPUs < 0 || c.buildCPUs > 1024 {
+		bad("KGD_BUILD_CPUS", fmt.Errorf("%q is not a number of CPUs such as 2 or 0.5 (0: no limit)", getenv("KGD_BUILD_CPUS")))
+	}
+	if c.buildTimeout, err = time.ParseDuration(env("KGD_BUILD_TIMEOUT", "30m")); err != nil || c.buildTimeout <= 0 {
+		bad("KGD_BUILD_TIMEOUT", fmt.Errorf("%q is not a positive duration", getenv("KGD_BUILD_TIMEOUT")))
+	}
+	if c.imagesKept, err = strconv.Atoi(env("KGD_IMAGES_KEPT", "3")); err != nil || c.imagesKept < 1 {
+		bad("KGD_IMAGES_KEPT", fmt.Errorf("%q is not a positive number", getenv("KGD_IMAGES_KEPT")))
 	}
 	if c.healthPort, err = strconv.Atoi(env("KGD_HEALTH_PORT", "0")); err != nil || c.healthPort < 0 || c.healthPort > 65535 {
 		bad("KGD_HEALTH_PORT", fmt.Errorf("%q is not a port (0 serves no health endpoint)", getenv("KGD_HEALTH_PORT")))
@@ -225,7 +246,17 @@ func run(ctx context.Context, getenv func(string) string) error {
 		LockRelease: func(ctx context.Context, key string, hold time.Duration) (func(), error) {
 			return st.LockRelease(ctx, key, owner, hold, time.Second)
 		},
-		RegistryAuth: googleRegistryAuth(googleToken)},
+		RegistryAuth: googleRegistryAuth(googleToken),
+		BuildMemory:  cfg.buildMemory, BuildCPUs: cfg.buildCPUs, BuildTimeout: cfg.buildTimeout,
+		Prune: func(ctx context.Context, repository string) error {
+			n, err := build.Prune(ctx, docker, repository, cfg.imagesKept)
+			if err != nil {
+				log.WarnContext(ctx, "could not prune old images", "image", repository, logging.KeyErr, err.Error())
+			} else if n > 0 {
+				log.InfoContext(ctx, "pruned old images", "image", repository, "removed", n)
+			}
+			return err
+		}},
 		src, build.New(docker), dep, rollout.New(kube), nil)
 	if err != nil {
 		return err

@@ -20,7 +20,6 @@ import (
 const (
 	defaultDirectory  = "."
 	defaultDockerfile = "Dockerfile"
-	defaultNamespace  = "default"
 	defaultTimeout    = 5 * time.Minute
 	maxTimeout        = time.Hour // Also in the message of the check.
 )
@@ -312,7 +311,7 @@ func (d *decoder) helm(name, unit string, a action) *Helm {
 	t.known("chart", "release", "namespace", "values", "set", "wait", "timeout", "atomic")
 	h := &Helm{
 		Release:   t.str("release", name),
-		Namespace: t.str("namespace", defaultNamespace),
+		Namespace: t.str("namespace", ""),
 		Set:       t.scalars("set", true),
 		Wait:      t.boolean("wait", true),
 		Atomic:    t.boolean("atomic", false),
@@ -325,7 +324,7 @@ func (d *decoder) helm(name, unit string, a action) *Helm {
 		t.errorf("release", "%q is not a valid release name: use at most 53 lowercase letters, digits, '-' and '.'",
 			truncate(h.Release))
 	}
-	if !namespaceRE.MatchString(h.Namespace) || len(h.Namespace) > 63 {
+	if _, ok := a.table["namespace"]; ok && (!namespaceRE.MatchString(h.Namespace) || len(h.Namespace) > 63) {
 		t.errorf("namespace", "%q is not a valid namespace: use at most 63 lowercase letters, digits and '-'",
 			truncate(h.Namespace))
 	}

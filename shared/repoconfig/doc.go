@@ -24,7 +24,7 @@
 //	[api.helm]
 //	chart = "api/deploy"          # chart directory; required
 //	release = "api"               # default the unit name
-//	namespace = "web"             # default "default"
+//	namespace = "web"             # default: the repository's own (its deploy policy's first)
 //	values = ["api/deploy/production.yaml"]
 //	wait = true                   # default true
 //	timeout = "10m"               # default "5m", at most "1h"

@@ -70,7 +70,7 @@ func checkConfigInvariants(t *testing.T, cfg *Config) {
 			if h.Timeout <= 0 || h.Timeout > maxTimeout {
 				t.Errorf("unit %q: timeout %v is out of range", u.Name, h.Timeout)
 			}
-			if !releaseRE.MatchString(h.Release) || !namespaceRE.MatchString(h.Namespace) {
+			if !releaseRE.MatchString(h.Release) || (h.Namespace != "" && !namespaceRE.MatchString(h.Namespace)) {
 				t.Errorf("unit %q: release %q or namespace %q is not valid", u.Name, h.Release, h.Namespace)
 			}
 		}

@@ -137,7 +137,9 @@ type Helm struct {
 	Chart string
 	// Release is the release name; the unit name by default.
 	Release string
-	// Namespace is the namespace to deploy to; "default" by default.
+	// Namespace is the namespace to deploy to; empty when the file names
+	// none: the repository's own namespace (the first of its deploy
+	// policy's namespaces) then.
 	Namespace string
 	// Values are values files relative to the repository root, applied in
 	// order (helm --values).

@@ -55,12 +55,12 @@ func TestParse(t *testing.T) {
 				{
 					Name:   "api",
 					Docker: &Docker{Directory: "api", Dockerfile: "Dockerfile", Tag: "noahhuppert/example-api:" + testSHA, Push: true},
-					Helm:   &Helm{Chart: "api/deploy", Release: "api", Namespace: "default", Wait: true, Timeout: 5 * time.Minute},
+					Helm:   &Helm{Chart: "api/deploy", Release: "api", Wait: true, Timeout: 5 * time.Minute},
 				},
 				{
 					Name:   "ui",
 					Docker: &Docker{Directory: "ui", Dockerfile: "Dockerfile", Tag: "noahhuppert/example-ui:" + testSHA, Push: true},
-					Helm:   &Helm{Chart: "ui/deploy", Release: "ui", Namespace: "default", Wait: true, Timeout: 5 * time.Minute},
+					Helm:   &Helm{Chart: "ui/deploy", Release: "ui", Wait: true, Timeout: 5 * time.Minute},
 				},
 			},
 		},
@@ -71,7 +71,7 @@ func TestParse(t *testing.T) {
 			want: []Unit{{
 				Name:   "api",
 				Docker: &Docker{Directory: ".", Dockerfile: "Dockerfile", Tag: "noahhuppert/example-api:" + testSHA, Push: true},
-				Helm:   &Helm{Chart: "deploy", Release: "api", Namespace: "default", Wait: true, Timeout: 5 * time.Minute},
+				Helm:   &Helm{Chart: "deploy", Release: "api", Wait: true, Timeout: 5 * time.Minute},
 			}},
 		},
 		{
@@ -142,7 +142,7 @@ func TestParse(t *testing.T) {
 			want: []Unit{{
 				Name:   "api",
 				Docker: &Docker{Directory: "api", Dockerfile: "Dockerfile", Tag: "r/api:1", Push: true},
-				Helm: &Helm{Chart: "deploy", Release: "api", Namespace: "default", Wait: true, Timeout: 5 * time.Minute,
+				Helm: &Helm{Chart: "deploy", Release: "api", Wait: true, Timeout: 5 * time.Minute,
 					Set: map[string]string{"image.tag": "1"}},
 			}},
 		},
@@ -162,11 +162,11 @@ func TestParse(t *testing.T) {
 				{
 					Name:   "api",
 					Docker: &Docker{Directory: ".", Dockerfile: "Dockerfile", Tag: "r/api:1", Push: true},
-					Helm:   &Helm{Chart: "deploy", Release: "api", Namespace: "default", Wait: true, Timeout: 5 * time.Minute},
+					Helm:   &Helm{Chart: "deploy", Release: "api", Wait: true, Timeout: 5 * time.Minute},
 				},
 				{
 					Name: "ui",
-					Helm: &Helm{Chart: "ui", Release: "ui", Namespace: "default", Wait: true, Timeout: 5 * time.Minute},
+					Helm: &Helm{Chart: "ui", Release: "ui", Wait: true, Timeout: 5 * time.Minute},
 				},
 			},
 		},
@@ -176,7 +176,7 @@ func TestParse(t *testing.T) {
 			want: []Unit{{
 				Name:   "api",
 				Docker: &Docker{Directory: ".", Dockerfile: "Dockerfile", Tag: "localhost:5000/api:1", Push: true},
-				Helm:   &Helm{Chart: "deploy", Release: "api", Namespace: "default", Wait: true, Timeout: 5 * time.Minute},
+				Helm:   &Helm{Chart: "deploy", Release: "api", Wait: true, Timeout: 5 * time.Minute},
 			}},
 		},
 		{
@@ -185,7 +185,7 @@ func TestParse(t *testing.T) {
 			vars: withBranch("feature/x"),
 			want: []Unit{{
 				Name: "preview",
-				Helm: &Helm{Chart: "deploy", Release: "preview", Namespace: "default", Wait: true, Timeout: 5 * time.Minute},
+				Helm: &Helm{Chart: "deploy", Release: "preview", Wait: true, Timeout: 5 * time.Minute},
 			}},
 		},
 		{
@@ -195,7 +195,7 @@ func TestParse(t *testing.T) {
 			vars: withBranch("staging"),
 			want: []Unit{{
 				Name: "staging",
-				Helm: &Helm{Chart: "deploy", Release: "staging", Namespace: "default", Wait: true, Timeout: 5 * time.Minute},
+				Helm: &Helm{Chart: "deploy", Release: "staging", Wait: true, Timeout: 5 * time.Minute},
 			}},
 		},
 		{

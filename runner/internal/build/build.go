@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	cerrdefs "github.com/containerd/errdefs"
 	buildtypes "github.com/docker/docker/api/types/build"
@@ -22,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/workspace"
 )
 
 // Builder builds and pushes images with one Docker Engine API client.
@@ -38,14 +42,31 @@ func New(docker *client.Client) *Builder {
 	return &Builder{docker: docker}
 }
 
+// Defaults of the limits in Request.
+const (
+	// DefaultMaxContextBytes is the default limit of the build context's
+	// file content (2 GiB).
+	DefaultMaxContextBytes = 2 << 30
+	// DefaultTimeout is the default bound of a build and its push.
+	DefaultTimeout = 30 * time.Minute
+	// DefaultMaxLineBytes is the default length limit of one output line
+	// (8 KiB).
+	DefaultMaxLineBytes = 8 << 10
+	// DefaultMaxLogBytes is the default limit of a build's output passed
+	// on (2 MiB).
+	DefaultMaxLogBytes = 2 << 20
+)
+
 // Request describes one image build.
 type Request struct {
-	// ContextDir is the absolute directory sent to the daemon as build
-	// context. Patterns in its .dockerignore are honoured (see matchIgnore
-	// for the supported subset).
-	ContextDir string
-	// Dockerfile is the Dockerfile's path relative to ContextDir; it must
-	// stay inside ContextDir. Empty means "Dockerfile".
+	// Context is the build context directory, opened as a root of its own
+	// (workspace.Tree.Sub). It is read only through this root, so nothing
+	// outside it is sent to the daemon: see writeContext. Patterns in its
+	// .dockerignore are honoured (see parseIgnore for the supported
+	// subset). Build does not close it.
+	Context *os.Root
+	// Dockerfile is the Dockerfile's slash-separated path relative to
+	// Context; it must stay inside Context. Empty means "Dockerfile".
 	Dockerfile string
 	// Tag is the full image reference with tag, e.g.
 	// 127.0.0.1:5000/app:abc1234.
@@ -63,6 +84,55 @@ type Request struct {
 	// access token>) for *-docker.pkg.dev hosts. Docker credential helpers
 	// are never consulted.
 	Auth func(ctx context.Context, registryHost string) (user, password string, err error)
+
+	// MaxContextBytes limits the size of the context's files together;
+	// zero means DefaultMaxContextBytes. A larger context fails the build
+	// with BUILD_USER_ERROR before the daemon builds anything.
+	MaxContextBytes int64
+	// Memory limits the memory of each RUN step's container, in bytes,
+	// swap included (MemorySwap = Memory); zero means no limit. A step
+	// over it is killed and the build fails with BUILD_USER_ERROR.
+	//
+	// Memory and CPUs are applied by the daemon's legacy builder, which
+	// Build uses (tested with Docker 20.10: the RUN step's cgroup gets
+	// them, and a step over Memory is killed with code 137). BuildKit
+	// ignores both (moby builder-next; tested), so they must be enforced
+	// some other way, e.g. on the daemon's cgroup, if Build ever selects
+	// BuildKit.
+	Memory int64
+	// CPUs limits each RUN step's container to this many CPUs
+	// (CPUQuota/CPUPeriod, with a period of 100 ms); zero means no limit.
+	CPUs float64
+	// Timeout bounds the build and the push together; zero means
+	// DefaultTimeout. When it expires the build is stopped and Build
+	// fails with BUILD_DOCKER_DEADLINE.
+	Timeout time.Duration
+	// MaxLineBytes limits each line passed to out; a longer line is cut
+	// and ends with " … [line truncated: N bytes]", N being its full
+	// length. Zero means DefaultMaxLineBytes.
+	MaxLineBytes int
+	// MaxLogBytes limits the output passed to out for the whole Build;
+	// after it, one line "… [build log truncated after N bytes; the build
+	// goes on]" is passed and the rest dropped, while the build goes on.
+	// Zero means DefaultMaxLogBytes.
+	MaxLogBytes int64
+}
+
+// withDefaults returns r with zero limits replaced by their defaults.
+func (r Request) withDefaults() Request {
+	if r.MaxContextBytes <= 0 {
+		r.MaxContextBytes = DefaultMaxContextBytes
+	}
+	if r.Timeout <= 0 {
+		r.Timeout = DefaultTimeout
+	}
+	if r.MaxLineBytes <= 0 {
+		r.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if r.MaxLogBytes <= 0 {
+		r.MaxLogBytes = DefaultMaxLogBytes
+	}
+	return r
 }
 
 // Result describes a built (and possibly pushed) image.
@@ -103,6 +173,12 @@ func (e *Error) Error() string {
 // Unwrap returns the underlying cause.
 func (e *Error) Unwrap() error { return e.Err }
 
+// CPU quota of build steps, in microseconds per period.
+const (
+	cpuPeriod   = 100_000
+	minCPUQuota = 1_000 // the kernel's minimum
+)
+
 // notRunningMsg tells the user how to make the daemon reachable.
 const notRunningMsg = "cannot reach the Docker daemon: start it (e.g. `sudo systemctl start docker` or `dockerd`) or set DOCKER_HOST to a reachable daemon"
 
@@ -119,21 +195,39 @@ func Ping(ctx context.Context, docker *client.Client) error {
 	return nil
 }
 
-// Build builds req.Tag from req.ContextDir with the daemon's legacy builder
-// and, if req.Push is set, pushes it. It calls out with each human-readable
-// line of the daemon's build and push output as soon as it arrives (push
-// progress is reduced to one line per layer and status). out may be nil; it
-// is called from Build's goroutine only.
+// errRequestEnded stops the writer of a build context the daemon no
+// longer reads.
+var errRequestEnded = errors.New("build request ended")
+
+// errTimeout is the cause of a context ended by Request.Timeout.
+var errTimeout = errors.New("build timeout")
+
+// Build builds req.Tag from req.Context with the daemon's legacy builder
+// and, if req.Push is set, pushes it. It calls out with each
+// human-readable line of the daemon's build and push output as soon as
+// it arrives (push progress is reduced to one line per layer and status),
+// within the limits of req.MaxLineBytes and req.MaxLogBytes. out may be
+// nil; it is called from Build's goroutine only.
 //
 // Errors are *Error values wrapped as "build <tag>: ...". Cancelling ctx
-// aborts the build or push and yields BUILD_DOCKER_CANCELLED. The image is
-// left in the daemon's store; callers remove it if they wish.
+// aborts the build or push and yields BUILD_DOCKER_CANCELLED; req.Timeout
+// expiring yields BUILD_DOCKER_DEADLINE. The image is left in the
+// daemon's store; callers remove it if they wish (see Prune).
 func (b *Builder) Build(ctx context.Context, req Request, out func(line string)) (Result, error) {
 	if out == nil {
 		out = func(string) {}
 	}
-	res, err := b.build(ctx, req, out)
+	req = req.withDefaults()
+	limit := &logLimit{max: req.MaxLogBytes, out: out}
+	bctx, cancel := context.WithTimeoutCause(ctx, req.Timeout, errTimeout)
+	defer cancel()
+	res, err := b.build(bctx, req, limit.line)
 	if err != nil {
+		if ctx.Err() == nil && errors.Is(context.Cause(bctx), errTimeout) {
+			err = &Error{Code: enumspb.StatusCode_BUILD_DOCKER_DEADLINE,
+				Msg: fmt.Sprintf("the build and push did not finish within %v and were stopped", req.Timeout),
+				Err: context.DeadlineExceeded}
+		}
 		return res, fmt.Errorf("build %s: %w", req.Tag, err)
 	}
 	return res, nil
@@ -145,7 +239,10 @@ func (b *Builder) build(ctx context.Context, req Request, out func(string)) (Res
 	if err != nil {
 		return res, &Error{Code: enumspb.StatusCode_BUILD_DOCKER_INVALID_PARAM_ERR, Msg: "invalid image tag", Err: err}
 	}
-	dockerfile, err := checkDockerfile(req.ContextDir, req.Dockerfile)
+	if req.Context == nil {
+		return res, &Error{Code: enumspb.StatusCode_BUILD_DOCKER_INVALID_PARAM_ERR, Msg: "no build context"}
+	}
+	dockerfile, err := checkDockerfile(req.Context, req.Dockerfile)
 	if err != nil {
 		return res, err
 	}
@@ -178,7 +275,7 @@ func (b *Builder) build(ctx context.Context, req Request, out func(string)) (Res
 	if !req.Push {
 		return res, nil
 	}
-	res.Digest, err = b.push(ctx, req.Tag, registryAuth, out)
+	res.Digest, err = b.push(ctx, req.Tag, registryAuth, req.MaxLineBytes, out)
 	if err != nil {
 		return res, err
 	}
@@ -191,39 +288,44 @@ func (b *Builder) build(ctx context.Context, req Request, out func(string)) (Res
 	return res, nil
 }
 
-// checkDockerfile returns the slash-separated Dockerfile path relative to
-// contextDir after checking that it is a regular file inside contextDir
-// (symlinks included, via os.Root).
-func checkDockerfile(contextDir, dockerfile string) (string, error) {
+// checkDockerfile returns the clean slash-separated Dockerfile path after
+// checking that it leads, inside root, to a regular file (symbolic links
+// included).
+func checkDockerfile(root *os.Root, dockerfile string) (string, error) {
 	if dockerfile == "" {
 		dockerfile = "Dockerfile"
 	}
 	notFound := func(err error) error {
-		return &Error{
-			Code: enumspb.StatusCode_BUILD_DOCKERFILE_NOT_FOUND,
-			Msg:  fmt.Sprintf("Dockerfile %q not found in build context %q", dockerfile, contextDir),
-			Err:  err,
+		msg := fmt.Sprintf("Dockerfile %q not found in the build context", dockerfile)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			msg += ": " + err.Error()
 		}
+		return &Error{Code: enumspb.StatusCode_BUILD_DOCKERFILE_NOT_FOUND, Msg: msg, Err: err}
 	}
-	if !filepath.IsAbs(contextDir) {
-		return "", notFound(errors.New("build context directory must be absolute"))
-	}
-	if !filepath.IsLocal(dockerfile) {
+	if !filepath.IsLocal(filepath.FromSlash(dockerfile)) {
 		return "", notFound(errors.New("the Dockerfile path must stay inside the build context"))
 	}
-	root, err := os.OpenRoot(contextDir)
-	if err != nil {
-		return "", notFound(err)
-	}
-	defer root.Close()
-	fi, err := root.Stat(dockerfile)
+	fi, err := workspace.NewTree(root, "the build context").Stat(dockerfile)
 	if err != nil {
 		return "", notFound(err)
 	}
 	if !fi.Mode().IsRegular() {
 		return "", notFound(errors.New("not a regular file"))
 	}
-	return filepath.ToSlash(filepath.Clean(dockerfile)), nil
+	return path.Clean(filepath.ToSlash(dockerfile)), nil
+}
+
+// contextError classifies an error writing the build context.
+func contextError(ctx context.Context, err error) error {
+	var werr *workspace.Error
+	switch {
+	case ctx.Err() != nil:
+		return classify(ctx, "send build context", err, enumspb.StatusCode_BUILD_DOCKER_UNKNOWN)
+	case errors.As(err, &werr) && !errors.Is(err, fs.ErrNotExist), errors.Is(err, errContextTooLarge):
+		return &Error{Code: enumspb.StatusCode_BUILD_USER_ERROR, Msg: "build context: " + err.Error(), Err: err}
+	default:
+		return &Error{Code: enumspb.StatusCode_BUILD_DOCKER_UNKNOWN, Msg: "read build context: " + err.Error(), Err: err}
+	}
 }
 
 // runBuild sends the context, streams the build output and returns the
@@ -233,20 +335,32 @@ func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, 
 	// The writer goroutine ends when the tar is complete or when the reader
 	// side is closed below, whichever comes first.
 	done := make(chan struct{})
+	var writeErr error
 	go func() {
 		defer close(done)
-		pw.CloseWithError(writeContext(pw, req.ContextDir, dockerfile))
+		writeErr = writeContext(ctx, pw, req.Context, dockerfile, req.MaxContextBytes)
+		pw.CloseWithError(writeErr)
 	}()
-	defer func() {
-		pr.Close()
+	// contextErr waits for the writer and returns its error, if any: a
+	// refused context explains a failed request better than the
+	// request's own error.
+	contextErr := func() error {
+		pr.CloseWithError(errRequestEnded)
 		<-done
-	}()
+		// The client closing the request body, or us, stops the writer
+		// with these: they are not the context's fault.
+		if writeErr != nil && !errors.Is(writeErr, errRequestEnded) && !errors.Is(writeErr, io.ErrClosedPipe) {
+			return contextError(ctx, writeErr)
+		}
+		return nil
+	}
+	defer contextErr()
 
 	args := make(map[string]*string, len(req.Args))
 	for k, v := range req.Args {
 		args[k] = &v
 	}
-	resp, err := b.docker.ImageBuild(ctx, pr, buildtypes.ImageBuildOptions{
+	opts := buildtypes.ImageBuildOptions{
 		Tags:        []string{req.Tag},
 		Dockerfile:  dockerfile,
 		BuildArgs:   args,
@@ -254,8 +368,19 @@ func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, 
 		Remove:      true,
 		ForceRemove: true,
 		Version:     buildtypes.BuilderV1,
-	})
+	}
+	if req.Memory > 0 {
+		opts.Memory, opts.MemorySwap = req.Memory, req.Memory
+	}
+	if req.CPUs > 0 {
+		opts.CPUPeriod = cpuPeriod
+		opts.CPUQuota = max(int64(req.CPUs*cpuPeriod), minCPUQuota)
+	}
+	resp, err := b.docker.ImageBuild(ctx, pr, opts)
 	if err != nil {
+		if cerr := contextErr(); cerr != nil {
+			return "", cerr
+		}
 		if ctx.Err() == nil && cerrdefs.IsInvalidArgument(err) {
 			// The legacy builder rejects unparsable Dockerfiles (unknown
 			// instruction, bad syntax) with 400 before streaming.
@@ -266,12 +391,15 @@ func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, 
 	defer resp.Body.Close()
 
 	var imageID string
-	err = readStream(resp.Body, out, func(aux json.RawMessage) {
+	err = readStream(resp.Body, req.MaxLineBytes, out, func(aux json.RawMessage) {
 		var id struct{ ID string }
 		if json.Unmarshal(aux, &id) == nil && id.ID != "" {
 			imageID = id.ID
 		}
 	})
+	if cerr := contextErr(); cerr != nil {
+		return "", cerr
+	}
 	if err != nil {
 		var jerr *jsonmessage.JSONError
 		if errors.As(err, &jerr) {
@@ -284,7 +412,7 @@ func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, 
 
 // push pushes tag and returns the manifest digest from the aux message
 // (empty if the daemon sent none).
-func (b *Builder) push(ctx context.Context, tag, registryAuth string, out func(string)) (string, error) {
+func (b *Builder) push(ctx context.Context, tag, registryAuth string, maxLine int, out func(string)) (string, error) {
 	body, err := b.docker.ImagePush(ctx, tag, image.PushOptions{RegistryAuth: registryAuth})
 	if err != nil {
 		if cerrdefs.IsUnauthorized(err) || cerrdefs.IsPermissionDenied(err) {
@@ -295,7 +423,7 @@ func (b *Builder) push(ctx context.Context, tag, registryAuth string, out func(s
 	defer body.Close()
 
 	var digest string
-	err = readStream(body, out, func(aux json.RawMessage) {
+	err = readStream(body, maxLine, out, func(aux json.RawMessage) {
 		var d struct{ Digest string }
 		if json.Unmarshal(aux, &d) == nil && d.Digest != "" {
 			digest = d.Digest
@@ -361,81 +489,5 @@ func classify(ctx context.Context, doing string, err error, fallback enumspb.Sta
 		return &Error{Code: enumspb.StatusCode_BUILD_DOCKER_DAEMON_NOT_RUNNING, Msg: notRunningMsg, Err: err}
 	default:
 		return &Error{Code: fallback, Msg: doing, Err: err}
-	}
-}
-
-// isRetryTick reports whether status continues the daemon's once-a-second
-// "Retrying in N seconds" countdown that last started.
-func isRetryTick(last, status string) bool {
-	var lastN, n int
-	if _, err := fmt.Sscanf(last, "Retrying in %d", &lastN); err != nil {
-		return false
-	}
-	if _, err := fmt.Sscanf(status, "Retrying in %d", &n); err != nil {
-		return false
-	}
-	return n < lastN
-}
-
-// readStream decodes the daemon's JSON message stream, calling out with each
-// complete line as it arrives and aux with each aux payload. It returns the
-// stream's errorDetail as a *jsonmessage.JSONError.
-func readStream(r io.Reader, out func(string), aux func(json.RawMessage)) error {
-	dec := json.NewDecoder(r)
-	var partial strings.Builder // stream text not yet terminated by '\n'
-	flush := func() {
-		if line := strings.TrimRight(partial.String(), "\r\n"); strings.TrimSpace(line) != "" {
-			out(line)
-		}
-		partial.Reset()
-	}
-	defer flush()
-	lastStatus := map[string]string{} // layer ID → last status reported
-	for {
-		var m jsonmessage.JSONMessage
-		if err := dec.Decode(&m); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-		if m.Error != nil {
-			return m.Error
-		}
-		//lint:ignore SA1019 a daemon may still send only the legacy error field
-		if m.ErrorMessage != "" {
-			//lint:ignore SA1019 see above
-			return &jsonmessage.JSONError{Message: m.ErrorMessage}
-		}
-		if m.Aux != nil {
-			aux(*m.Aux)
-		}
-		if m.Stream != "" {
-			text := m.Stream
-			for {
-				i := strings.IndexByte(text, '\n')
-				if i < 0 {
-					partial.WriteString(text)
-					break
-				}
-				partial.WriteString(text[:i])
-				flush()
-				text = text[i+1:]
-			}
-		}
-		if m.Status != "" {
-			// Progress ticks repeat the same status for a layer; report
-			// each layer's status once per change.
-			if m.ID != "" {
-				last := lastStatus[m.ID]
-				lastStatus[m.ID] = m.Status
-				if last == m.Status || isRetryTick(last, m.Status) {
-					continue
-				}
-				out(m.ID + ": " + m.Status)
-				continue
-			}
-			out(strings.TrimRight(m.Status, "\r\n"))
-		}
 	}
 }

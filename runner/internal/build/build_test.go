@@ -72,6 +72,17 @@ func mustContext(tb testing.TB, files map[string]string) string {
 	return dir
 }
 
+// mustRoot opens dir as a build context root, closed when the test ends.
+func mustRoot(tb testing.TB, dir string) *os.Root {
+	tb.Helper()
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { root.Close() })
+	return root
+}
+
 // newTag returns a unique tag in host's "kgd-test" repository and removes
 // the image from the daemon when the test ends.
 func newTag(tb testing.TB, docker *client.Client, host string) string {
@@ -141,7 +152,7 @@ func TestBuildPush(t *testing.T) {
 	})
 
 	var rec recorder
-	res, err := New(docker).Build(ctx, Request{ContextDir: dir, Tag: tag, Push: true}, rec.out)
+	res, err := New(docker).Build(ctx, Request{Context: mustRoot(t, dir), Tag: tag, Push: true}, rec.out)
 	returned := time.Now()
 	if err != nil {
 		t.Fatalf("Build: %v\noutput:\n%s", err, strings.Join(rec.lines, "\n"))
@@ -243,7 +254,7 @@ func TestBuildArgsAndTarget(t *testing.T) {
 	})
 
 	res, err := New(docker).Build(ctx, Request{
-		ContextDir: dir,
+		Context:    mustRoot(t, dir),
 		Dockerfile: "docker/app.Dockerfile",
 		Tag:        tag,
 		Args:       map[string]string{"GREETING": "hello"},
@@ -361,7 +372,7 @@ func TestBuildErrors(t *testing.T) {
 			}
 			tag := newTag(t, docker, "127.0.0.1:1")
 			var rec recorder
-			_, err := New(d).Build(ctx, Request{ContextDir: dir, Dockerfile: tt.dockerfile, Tag: tag}, rec.out)
+			_, err := New(d).Build(ctx, Request{Context: mustRoot(t, dir), Dockerfile: tt.dockerfile, Tag: tag}, rec.out)
 			berr := wantCode(t, err, tt.wantCode)
 			if !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("error %q does not contain %q", err, tt.wantMsg)
@@ -448,7 +459,7 @@ func TestPushAuth(t *testing.T) {
 				}
 			}
 			var rec recorder
-			res, err := New(docker).Build(ctx, Request{ContextDir: dir, Tag: tag, Push: true, Auth: auth}, rec.out)
+			res, err := New(docker).Build(ctx, Request{Context: mustRoot(t, dir), Tag: tag, Push: true, Auth: auth}, rec.out)
 			if auth != nil && gotHost != host {
 				t.Errorf("Auth called with host %q, want %q", gotHost, host)
 			}
@@ -506,9 +517,10 @@ func BenchmarkBuildPush(b *testing.B) {
 	tag := newTag(b, docker, host)
 	dir := mustContext(b, map[string]string{"Dockerfile": "FROM scratch\nCOPY f /\n", "f": "benchmark\n"})
 	builder := New(docker)
+	root := mustRoot(b, dir)
 	for b.Loop() {
 		ctx, cancel := context.WithTimeout(b.Context(), testTimeout)
-		_, err := builder.Build(ctx, Request{ContextDir: dir, Tag: tag, Push: true}, nil)
+		_, err := builder.Build(ctx, Request{Context: root, Tag: tag, Push: true}, nil)
 		cancel()
 		if err != nil {
 			b.Fatal(err)

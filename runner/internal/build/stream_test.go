@@ -63,7 +63,7 @@ func TestReadStream(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
 			var lines, aux []string
-			err := readStream(strings.NewReader(tt.stream), func(l string) { lines = append(lines, l) },
+			err := readStream(strings.NewReader(tt.stream), DefaultMaxLineBytes, func(l string) { lines = append(lines, l) },
 				func(m json.RawMessage) { aux = append(aux, string(m)) })
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("readStream: %v", err)

@@ -3,6 +3,7 @@
 package deploy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -15,23 +16,25 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"text/template"
 	"time"
 
 	"helm.sh/helm/v4/pkg/action"
-	"helm.sh/helm/v4/pkg/chart/loader"
-	"helm.sh/helm/v4/pkg/cli/values"
-	"helm.sh/helm/v4/pkg/getter"
+	"helm.sh/helm/v4/pkg/chart"
+	chartv2 "helm.sh/helm/v4/pkg/chart/v2"
+	loaderv2 "helm.sh/helm/v4/pkg/chart/v2/loader"
+	"helm.sh/helm/v4/pkg/engine"
 	"helm.sh/helm/v4/pkg/kube"
 	ri "helm.sh/helm/v4/pkg/release"
 	"helm.sh/helm/v4/pkg/release/common"
 	releasev1 "helm.sh/helm/v4/pkg/release/v1"
 	"helm.sh/helm/v4/pkg/storage/driver"
-	corev1 "k8s.io/api/core/v1"
+	"helm.sh/helm/v4/pkg/strvals"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"sigs.k8s.io/yaml"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
@@ -72,18 +75,25 @@ func New(config *rest.Config, log *slog.Logger) (*Deployer, error) {
 	return &Deployer{config: config, client: cs, discovery: dc, log: log, now: time.Now}, nil
 }
 
-// Request describes one `helm upgrade --install`.
+// Request describes one `helm upgrade --install` on behalf of a
+// repository, bounded by its deploy policy.
 type Request struct {
 	Release   string
 	Namespace string
-	// ChartDir is a chart directory (or archive) on local disk.
-	ChartDir string
-	// ValuesFiles are merged in order, then Set is applied.
-	ValuesFiles []string
+	// Owner is the repository deploying, "owner/name" (required).
+	Owner string
+	// Policy bounds what it may deploy (required; the zero Policy allows nothing).
+	Policy Policy
+	// Chart is a loaded chart (helm's loader.Load or loader.LoadFiles); only
+	// chart API v2 (*chart.Chart of helm.sh/helm/v4/pkg/chart/v2) is
+	// supported. Deploy modifies it, as Helm does: load it for each Deploy.
+	Chart chart.Charter
+	// Values holds the contents of values files, merged in order, then Set
+	// is applied.
+	Values [][]byte
 	// Set holds --set style assignments: key path → value, parsed with
 	// Helm's strvals (so "a.b[0]" paths and commas behave as with --set).
-	Set             map[string]string
-	CreateNamespace bool
+	Set map[string]string
 	// Wait makes Helm wait for the resources to be ready; otherwise only
 	// hooks are waited for and the caller checks the rollout.
 	Wait bool
@@ -126,14 +136,21 @@ func (e *Error) Error() string {
 func (e *Error) Unwrap() error { return e.Err }
 
 // Deploy installs the release if it does not exist (or was uninstalled) and
-// upgrades it otherwise. out receives a few human-readable progress lines;
-// it may be nil. Errors are *Error.
+// upgrades it otherwise, within req.Policy: the namespace, the release's
+// owner and every rendered object, hooks included, are checked before
+// anything is created in the cluster (the one exception: with
+// ClusterScoped, the chart's crds/ files, checked on their own, are applied
+// before the templates are rendered, as Helm does). out receives a few
+// human-readable progress lines; it may be nil. Errors are *Error.
 func (d *Deployer) Deploy(ctx context.Context, req Request, out func(line string)) (Result, error) {
 	if out == nil {
 		out = func(string) {}
 	}
-	if req.Release == "" || req.Namespace == "" || req.ChartDir == "" {
-		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "release, namespace and chart directory are required"}
+	if req.Release == "" || req.Namespace == "" || req.Chart == nil {
+		return Result{}, userError("release, namespace and chart are required")
+	}
+	if err := req.validate(); err != nil {
+		return Result{}, err
 	}
 	if req.Timeout <= 0 {
 		req.Timeout = DefaultTimeout
@@ -146,35 +163,59 @@ func (d *Deployer) Deploy(ctx context.Context, req Request, out func(line string
 
 	res, err := d.deploy(ctx, req, out)
 	if err != nil {
-		return Result{}, classify(ctx, err)
+		return Result{}, classify(ctx, err, req.Policy.ServiceAccount)
 	}
 	return res, nil
 }
 
 func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (Result, error) {
-	chrt, err := loader.Load(req.ChartDir)
-	if err != nil {
-		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "load chart " + req.ChartDir, Err: err}
+	var chrt *chartv2.Chart
+	switch c := req.Chart.(type) {
+	case *chartv2.Chart:
+		chrt = c
+	case chartv2.Chart:
+		chrt = &c
+	}
+	if chrt == nil || chrt.Metadata == nil {
+		return Result{}, userError(fmt.Sprintf("unsupported chart %T: only Helm chart API v2 is supported", req.Chart))
 	}
 	vals, err := mergeValues(req)
 	if err != nil {
-		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "read values", Err: err}
+		return Result{}, err
 	}
 
 	if err := d.ping(ctx); err != nil {
 		return Result{}, err
 	}
-	if req.CreateNamespace {
-		if err := d.ensureNamespace(ctx, req.Namespace, out); err != nil {
-			return Result{}, err
-		}
+	createNS, err := d.checkNamespace(ctx, req)
+	if err != nil {
+		return Result{}, err
 	}
-	getter := &restGetter{config: d.config, namespace: req.Namespace, discovery: d.discovery}
-	log := d.log.With("release", req.Release, "namespace", req.Namespace)
+	pr := &policyRenderer{
+		owner: req.Owner, release: req.Release, namespace: req.Namespace, policy: req.Policy,
+		mapper: restmapper.NewDeferredDiscoveryRESTMapper(d.discovery),
+	}
+	if createNS {
+		// Created only once the chart passed the policy, so that a refused
+		// chart leaves nothing behind.
+		pr.beforeApply = func() error { return d.createNamespace(ctx, req, out) }
+	}
+
+	// Helm acts as the policy's service account, if any; the namespace
+	// above and discovery use the runner's own identity.
+	config := d.config
+	if sa := req.Policy.ServiceAccount; sa != "" {
+		config = rest.CopyConfig(d.config)
+		config.Impersonate = rest.ImpersonationConfig{UserName: serviceAccountUser(sa)}
+	}
+	getter := &restGetter{config: config, namespace: req.Namespace, discovery: d.discovery}
+	log := d.log.With("release", req.Release, "namespace", req.Namespace, "repo", req.Owner)
 	cfg := action.NewConfiguration(action.ConfigurationSetLogger(log.Handler()))
 	if err := cfg.Init(getter, req.Namespace, "secret"); err != nil {
 		return Result{}, &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "initialize helm", Err: err}
 	}
+	// Replaces the built-in lookup (custom functions are applied last).
+	cfg.CustomTemplateFuncs = template.FuncMap{"lookup": pr.restrictLookup(engine.NewLookupFunction(config))}
 
 	hist := action.NewHistory(cfg)
 	hist.Max = 1
@@ -191,7 +232,16 @@ func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (R
 		if err != nil {
 			return Result{}, err
 		}
-		if last != nil && last.Info != nil {
+		if last == nil {
+			install = true
+			break
+		}
+		// Whatever its status: an uninstalled release kept in history
+		// still has an owner.
+		if err := checkReleaseOwner(last, req, out); err != nil {
+			return Result{}, err
+		}
+		if last.Info != nil {
 			switch {
 			case last.Info.Status == common.StatusUninstalled:
 				install, replace = true, true
@@ -201,14 +251,32 @@ func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (R
 				}
 			}
 		}
+		if !install {
+			if err := checkUpgradable(cfg, pr, last); err != nil {
+				return Result{}, err
+			}
+		}
 	}
 
+	labels := map[string]string{RepositoryHashLabel: repositoryHash(req.Owner)}
 	wait := kube.HookOnlyStrategy
 	if req.Wait {
 		wait = kube.StatusWatcherStrategy
 	}
 	var rel ri.Releaser
 	if install {
+		// Helm applies the files of crds/ as they are, before rendering,
+		// bypassing the post-renderer: without cluster-scoped rights they
+		// are skipped; with them, they are checked and stamped first.
+		crds := len(chrt.CRDObjects())
+		skipCRDs := !req.Policy.ClusterScoped
+		if crds > 0 && skipCRDs {
+			out(fmt.Sprintf("Skipping the chart's %d crds/ files: the deploy policy does not allow cluster-scoped objects", crds))
+		} else if crds > 0 {
+			if err := pr.enforceCRDs(chrt); err != nil {
+				return Result{}, err
+			}
+		}
 		out(fmt.Sprintf("Installing release %s in %s", req.Release, req.Namespace))
 		in := action.NewInstall(cfg)
 		in.ReleaseName = req.Release
@@ -218,6 +286,10 @@ func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (R
 		in.Timeout = req.Timeout
 		in.RollbackOnFailure = req.Atomic
 		in.Replace = replace
+		in.SkipCRDs = skipCRDs
+		in.Labels = labels
+		in.PostRenderer = pr
+		in.PostRenderStrategy = action.PostRenderStrategyCombined
 		rel, err = in.RunWithContext(ctx, chrt, vals)
 	} else {
 		out(fmt.Sprintf("Upgrading release %s in %s", req.Release, req.Namespace))
@@ -229,6 +301,10 @@ func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (R
 		up.Timeout = req.Timeout
 		up.RollbackOnFailure = req.Atomic
 		up.CleanupOnFail = req.Atomic
+		up.SkipCRDs = !req.Policy.ClusterScoped
+		up.Labels = labels
+		up.PostRenderer = pr
+		up.PostRenderStrategy = action.PostRenderStrategyCombined
 		rel, err = up.RunWithContext(ctx, req.Release, chrt, vals)
 	}
 	if err != nil {
@@ -250,6 +326,30 @@ func (d *Deployer) deploy(ctx context.Context, req Request, out func(string)) (R
 	}
 	log.Info("helm release applied", "revision", res.Revision, "resources", len(res.Resources))
 	return res, nil
+}
+
+// checkUpgradable checks the objects an upgrade may change or delete: those
+// of the last revision and, if that one is not deployed, of the deployed
+// one (Helm diffs against it).
+func checkUpgradable(cfg *action.Configuration, pr *policyRenderer, last *releasev1.Release) error {
+	if err := pr.checkStored(last.Manifest); err != nil {
+		return err
+	}
+	if last.Info != nil && last.Info.Status == common.StatusDeployed {
+		return nil
+	}
+	dep, err := cfg.Releases.Deployed(last.Name)
+	if errors.Is(err, driver.ErrNoDeployedReleases) || errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read deployed release: %w", err)
+	}
+	deployed, err := lastRelease([]ri.Releaser{dep})
+	if err != nil {
+		return err
+	}
+	return pr.checkStored(deployed.Manifest)
 }
 
 // recoverPending handles a release left in pending-install/upgrade/rollback.
@@ -290,33 +390,23 @@ func lastRelease(versions []ri.Releaser) (*releasev1.Release, error) {
 	}
 }
 
-// mergeValues merges the values files in order, then the --set values, in
-// sorted key order.
+// mergeValues merges the values files' contents in order, then the --set
+// values, in sorted key order, as `helm -f … --set …` does.
 func mergeValues(req Request) (map[string]any, error) {
-	opts := values.Options{ValueFiles: req.ValuesFiles}
+	base := map[string]any{}
+	for i, raw := range req.Values {
+		m, err := loaderv2.LoadValues(bytes.NewReader(raw))
+		if err != nil {
+			return nil, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: fmt.Sprintf("read values file %d", i), Err: err}
+		}
+		base = loaderv2.MergeMaps(base, m)
+	}
 	for _, k := range slices.Sorted(maps.Keys(req.Set)) {
-		opts.Values = append(opts.Values, k+"="+req.Set[k])
+		if err := strvals.ParseInto(k+"="+req.Set[k], base); err != nil {
+			return nil, &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "read value " + k, Err: err}
+		}
 	}
-	return opts.MergeValues(getter.Providers{})
-}
-
-// ensureNamespace creates namespace ns unless it exists. It is done here,
-// not with Helm's CreateNamespace, which server-side applies the namespace
-// and so needs RBAC to patch any namespace; this needs only get and create
-// (docs/runner-rbac.yaml).
-func (d *Deployer) ensureNamespace(ctx context.Context, ns string, out func(string)) error {
-	cs := d.client.CoreV1()
-	if _, err := cs.Namespaces().Get(ctx, ns, metav1.GetOptions{}); err == nil {
-		return nil
-	} else if !apierrors.IsNotFound(err) {
-		return fmt.Errorf("read namespace %s: %w", ns, err)
-	}
-	_, err := cs.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create namespace %s: %w", ns, err)
-	}
-	out("Created namespace " + ns)
-	return nil
+	return base, nil
 }
 
 // ping checks that the API server answers.
@@ -332,8 +422,9 @@ func (d *Deployer) ping(ctx context.Context) error {
 	return nil
 }
 
-// classify turns any error into *Error.
-func classify(ctx context.Context, err error) error {
+// classify turns any error into *Error. serviceAccount is the policy's
+// ("" for the runner's own identity), for Forbidden errors.
+func classify(ctx context.Context, err error, serviceAccount string) error {
 	if ctx.Err() != nil {
 		return &Error{Code: enumspb.StatusCode_DEPLOY_CANCELLED, Msg: "deploy cancelled", Err: err}
 	}
@@ -341,10 +432,49 @@ func classify(ctx context.Context, err error) error {
 	if errors.As(err, &e) {
 		return e
 	}
+	if f := forbidden(err, serviceAccount); f != nil {
+		return f
+	}
 	if isConnectionError(err) {
 		return &Error{Code: enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR, Msg: "kubernetes API server unreachable", Err: err}
 	}
 	return &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: "helm deploy failed", Err: err}
+}
+
+// forbiddenMessage is the authorizer's reason in a Forbidden error.
+var forbiddenMessage = regexp.MustCompile(`cannot (\S+) resource "([^"]+)" in API group "([^"]*)"(?: in the namespace "([^"]+)"| at the cluster scope)`)
+
+// forbidden explains an API server Forbidden error, or returns nil. Helm
+// does not always wrap with %w, so the message is matched too.
+func forbidden(err error, serviceAccount string) *Error {
+	m := forbiddenMessage.FindStringSubmatch(err.Error())
+	if !apierrors.IsForbidden(err) && m == nil {
+		return nil
+	}
+	who := "the runner's Kubernetes identity"
+	hint := "grant it in the cluster's RBAC (docs/runner-rbac.yaml)"
+	if serviceAccount != "" {
+		ns, _, _ := strings.Cut(serviceAccount, "/")
+		who = "the deploy policy's service account " + serviceAccount
+		hint = "bind it to a role in the namespace, e.g. a RoleBinding in " + ns + " to the edit ClusterRole"
+		if m != nil && m[4] != "" {
+			hint = "bind it to a role in " + m[4] + ", e.g. a RoleBinding to the edit ClusterRole"
+		}
+	}
+	what := "do this"
+	if m != nil {
+		resource := m[2]
+		if m[3] != "" {
+			resource += "." + m[3]
+		}
+		what = m[1] + " " + resource
+		if m[4] != "" {
+			what += " in namespace " + m[4]
+		} else {
+			what += " at the cluster scope"
+		}
+	}
+	return &Error{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Msg: fmt.Sprintf("%s may not %s; %s", who, what, hint), Err: err}
 }
 
 func isConnectionError(err error) bool {

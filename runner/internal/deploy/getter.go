@@ -12,8 +12,11 @@ import (
 
 // restGetter hands Helm the clients of one rest.Config, in one namespace.
 // It lets the runner deploy with credentials that no kubeconfig file can
-// express (a GKE endpoint with the runner's own Google identity) and share
-// one discovery cache between deploys instead of rebuilding it per job.
+// express (a GKE endpoint with the runner's own Google identity, possibly
+// impersonating a deploy policy's service account) and share one discovery
+// cache between deploys instead of rebuilding it per job. Discovery always
+// uses the runner's own identity: it reads only what every authenticated
+// user may read.
 type restGetter struct {
 	config    *rest.Config
 	namespace string

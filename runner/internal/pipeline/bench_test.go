@@ -6,9 +6,12 @@ import (
 	"testing"
 	"time"
 
+	"helm.sh/helm/v4/pkg/chart/loader"
+
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/rollout"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/workspace"
 )
 
 // BenchmarkJob compares one small unit run through the whole pipeline
@@ -36,12 +39,27 @@ func BenchmarkJob(b *testing.B) {
 			b.Fatal(err)
 		}
 		tag := e.registry + "/octo/bench:direct"
+		tree, err := workspace.Open(dir)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer tree.Close()
+		contextRoot, err := tree.Sub("app")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer contextRoot.Close()
 		for b.Loop() {
-			res, err := e.p.builder.Build(ctx, build.Request{ContextDir: filepath.Join(dir, "app"), Tag: tag, Push: true}, func(string) {})
+			res, err := e.p.builder.Build(ctx, build.Request{Context: contextRoot, Tag: tag, Push: true}, func(string) {})
 			if err != nil {
 				b.Fatal(err)
 			}
-			d, err := e.p.deployer.Deploy(ctx, deploy.Request{Release: "bench-direct", Namespace: "default", ChartDir: filepath.Join(dir, "deploy"),
+			chrt, err := loader.Load(filepath.Join(dir, "deploy"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			d, err := e.p.deployer.Deploy(ctx, deploy.Request{Release: "bench-direct", Namespace: "default", Chart: chrt,
+				Owner: "octo/bench", Policy: deploy.Policy{Namespaces: []string{"default"}},
 				Set: map[string]string{"image.repository": e.registry + "/octo/bench", "image.tag": "direct", "image.digest": res.Digest}}, func(string) {})
 			if err != nil {
 				b.Fatal(err)

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"fmt"
+
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
@@ -21,7 +23,15 @@ type emitter struct {
 	s1   *v1pb.State
 	s2   *v2pb.State
 	err  error // the first sink error; later emits are dropped
+	// logged counts the bytes of log lines recorded; past maxJobLog the
+	// rest of the job's output is dropped after one marker line.
+	logged int64
 }
+
+// maxJobLog bounds the output (build and deploy log lines) one job
+// records: a build's own output is capped by the build package, this caps
+// a job with many units. The job itself goes on.
+const maxJobLog = 16 << 20
 
 func newEmitter(f *event.Factory, sink Sink, t event.Triggers) *emitter {
 	return &emitter{f: f, sink: sink, s1: f.NewV1State(t), s2: f.NewV2State(t)}
@@ -49,6 +59,13 @@ func (e *emitter) emit(v1 *v1pb.LogEntry, v2 ...*v2pb.Event) {
 
 // log records one line of output of a task as a v2 SkaffoldLogEvent.
 func (e *emitter) log(task, subtask, line string) {
+	if e.logged > maxJobLog {
+		return
+	}
+	e.logged += int64(len(line))
+	if e.logged > maxJobLog {
+		line = fmt.Sprintf("… [job log truncated after %d bytes; the job goes on]", maxJobLog)
+	}
 	e.emit(nil, e.f.V2Log(task, subtask, enumspb.LogLevel_STANDARD, line))
 }
 

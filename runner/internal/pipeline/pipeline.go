@@ -9,15 +9,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
+
+	"helm.sh/helm/v4/pkg/chart"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/rollout"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/workspace"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/repoconfig"
 )
@@ -56,11 +61,24 @@ type Config struct {
 	// RegistryAuth returns the credentials for pushing to a registry host;
 	// nil pushes anonymously.
 	RegistryAuth func(ctx context.Context, host string) (user, password string, err error)
+	// BuildMemory (bytes), BuildCPUs and BuildTimeout bound each image
+	// build (build.Request); zero means no memory or CPU limit and the
+	// build package's default timeout.
+	BuildMemory  int64
+	BuildCPUs    float64
+	BuildTimeout time.Duration
+	// Prune, when set, removes old local images of an image repository
+	// from the Docker Engine after a job built it (build.Prune); it never
+	// runs while a build of this pipeline runs.
+	Prune func(ctx context.Context, repository string) error
 }
 
 // Pipeline runs jobs. It is safe for concurrent use.
 type Pipeline struct {
-	cfg      Config
+	cfg Config
+	// engine is held shared by builds and alone by Prune: removing images
+	// while the legacy builder looks up its cache fails that build.
+	engine   sync.RWMutex
 	src      Source
 	builder  Builder
 	deployer Deployer
@@ -95,6 +113,10 @@ type Job struct {
 	// ForceDeploy deploys what the job builds although Triggers.Deploy is
 	// off: an Execute request asked for build and deploy.
 	ForceDeploy bool
+	// Policy is the repository's deploy policy: every release is checked
+	// against it, and a unit that names no namespace deploys to its first
+	// namespace. It must name at least one namespace.
+	Policy deploy.Policy
 	// Images, when non-nil, makes the job deploy-only: nothing is built
 	// and each unit's chart gets the image recorded here (unit name →
 	// "tag@digest", the Outcome.Images of the job that built it), whatever
@@ -136,7 +158,10 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 
 	// Check out and render before the first event, so the MetaEvent can
 	// describe the artifacts and releases of this iteration.
-	cfg, prepErr := p.prepare(ctx, j, repoDir)
+	cfg, tree, prepErr := p.prepare(ctx, j, repoDir)
+	if tree != nil {
+		defer tree.Close()
+	}
 	plan := event.Plan{}
 	if cfg != nil {
 		plan = planOf(cfg.Units)
@@ -145,6 +170,9 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 	f := e.f
 	out := Outcome{Artifacts: map[string]string{}, Images: map[string]string{}}
 	images := map[string]build.Result{}
+	if j.Images == nil {
+		defer p.prune(ctx, images)
+	}
 	deployOnly := j.Images != nil
 	var noBuild *event.ErrorInfo
 	if deployOnly && prepErr == nil {
@@ -177,7 +205,7 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 				e.log(event.TaskDeploy, event.SubtaskNone, "Deploying "+ref+" of unit "+u.Name+", built by an earlier job")
 			}
 		}
-	} else if info := p.build(ctx, cfg.Units, repoDir, e, images, &out); info != nil {
+	} else if info := p.build(ctx, cfg.Units, tree, e, images, &out); info != nil {
 		return fail(info)
 	}
 	if plan.Releases == 0 {
@@ -209,16 +237,24 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 		if u.Helm == nil {
 			continue
 		}
+		namespace := u.Helm.Namespace
+		if namespace == "" && len(j.Policy.Namespaces) > 0 {
+			namespace = j.Policy.Namespaces[0] // the repository's own
+		}
+		chrt, values, err := loadChart(ctx, tree, u.Helm)
+		if err != nil {
+			info := &event.ErrorInfo{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Message: "unit " + u.Name + ": " + err.Error()}
+			e.emit(f.V1Deploy(event.Failed, info), f.V2Deploy(event.V2Failed, info), f.V2Task(event.TaskDeploy, event.V2Failed, info))
+			return fail(info)
+		}
 		req := deploy.Request{
-			Release: u.Helm.Release, Namespace: u.Helm.Namespace,
-			ChartDir: filepath.Join(repoDir, filepath.FromSlash(u.Helm.Chart)),
-			Set:      imageValues(u, images), CreateNamespace: true,
+			Release: u.Helm.Release, Namespace: namespace,
+			Owner: j.Owner + "/" + j.Name, Policy: j.Policy,
+			Chart: chrt, Values: values,
+			Set: imageValues(u, images),
 			// The pipeline checks the rollout itself (with events), so Helm
 			// never waits; a unit's wait decides whether that check runs.
 			Wait: false, Timeout: u.Helm.Timeout, Atomic: u.Helm.Atomic,
-		}
-		for _, v := range u.Helm.Values {
-			req.ValuesFiles = append(req.ValuesFiles, filepath.Join(repoDir, filepath.FromSlash(v)))
 		}
 		unlock := func() {}
 		if p.cfg.LockRelease != nil {
@@ -270,7 +306,7 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 
 // build builds and pushes the units' images in file order, recording each
 // in images and out; it returns the failure of the first that fails.
-func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, repoDir string, e *emitter, images map[string]build.Result, out *Outcome) *event.ErrorInfo {
+func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, tree *workspace.Tree, e *emitter, images map[string]build.Result, out *Outcome) *event.ErrorInfo {
 	f := e.f
 	if len(f.Plan().Artifacts) > 0 {
 		e.emit(nil, f.V2Task(event.TaskBuild, event.V2InProgress, nil))
@@ -281,11 +317,21 @@ func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, repoDir s
 		}
 		name := imageName(u.Docker.Tag)
 		e.emit(f.V1Build(name, event.InProgress, nil), f.V2Build(name, event.StepBuild, event.V2InProgress, nil))
-		res, err := p.builder.Build(ctx, build.Request{
-			ContextDir: filepath.Join(repoDir, filepath.FromSlash(u.Docker.Directory)),
-			Dockerfile: u.Docker.Dockerfile, Tag: u.Docker.Tag, Args: u.Docker.Args,
-			Target: u.Docker.Target, Push: u.Docker.Push, Auth: p.cfg.RegistryAuth,
-		}, func(line string) { e.log(event.TaskBuild, name, line) })
+		var res build.Result
+		contextRoot, err := tree.Sub(u.Docker.Directory)
+		if err != nil {
+			err = &build.Error{Code: enumspb.StatusCode_BUILD_USER_ERROR, Msg: "build context", Err: err}
+		} else {
+			p.engine.RLock()
+			res, err = p.builder.Build(ctx, build.Request{
+				Context:    contextRoot,
+				Dockerfile: u.Docker.Dockerfile, Tag: u.Docker.Tag, Args: u.Docker.Args,
+				Target: u.Docker.Target, Push: u.Docker.Push, Auth: p.cfg.RegistryAuth,
+				Memory: p.cfg.BuildMemory, CPUs: p.cfg.BuildCPUs, Timeout: p.cfg.BuildTimeout,
+			}, func(line string) { e.log(event.TaskBuild, name, line) })
+			p.engine.RUnlock()
+			contextRoot.Close()
+		}
 		if err != nil {
 			info := buildError(err)
 			e.emit(f.V1Build(name, event.Failed, info), f.V2Build(name, event.StepBuild, event.V2Failed, info),
@@ -309,6 +355,43 @@ func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, repoDir s
 		e.emit(nil, f.V2Task(event.TaskBuild, event.V2Succeeded, nil))
 	}
 	return nil
+}
+
+// prune removes old local images of the repositories a job built, unless
+// another build runs now (the next job prunes then). Failures are only
+// logged by Prune's implementation: they never change a job's outcome.
+func (p *Pipeline) prune(ctx context.Context, built map[string]build.Result) {
+	if p.cfg.Prune == nil || len(built) == 0 || !p.engine.TryLock() {
+		return
+	}
+	defer p.engine.Unlock()
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	for _, res := range built {
+		_ = p.cfg.Prune(ctx, imageName(res.Tag))
+	}
+}
+
+// maxValuesFile bounds one Helm values file of a repository.
+const maxValuesFile = 4 << 20
+
+// loadChart reads a unit's chart and values files from the checkout,
+// through the workspace's safe reads (no symlink out of the repository,
+// no device or FIFO, size caps). Helm's own loader follows symlinks.
+func loadChart(ctx context.Context, tree *workspace.Tree, h *repoconfig.Helm) (chart.Charter, [][]byte, error) {
+	chrt, err := tree.Chart(ctx, h.Chart, workspace.ChartLimits{})
+	if err != nil {
+		return nil, nil, err
+	}
+	var values [][]byte
+	for _, v := range h.Values {
+		b, err := tree.ReadFile(ctx, v, maxValuesFile)
+		if err != nil {
+			return nil, nil, fmt.Errorf("values file: %w", err)
+		}
+		values = append(values, b)
+	}
+	return chrt, values, nil
 }
 
 // recordedImages takes a deploy-only job's images from its recorded
@@ -342,25 +425,20 @@ func recordedImages(units []repoconfig.Unit, recorded map[string]string, images 
 }
 
 // prepare checks the commit out and renders its configuration, keeping
-// only the units this push builds.
-func (p *Pipeline) prepare(ctx context.Context, j Job, dir string) (*repoconfig.Config, *event.ErrorInfo) {
+// only the units this push builds. Everything it and the later steps read
+// from the checkout goes through the returned tree (closed by the caller).
+func (p *Pipeline) prepare(ctx context.Context, j Job, dir string) (*repoconfig.Config, *workspace.Tree, *event.ErrorInfo) {
 	if err := p.src.Checkout(ctx, dir, j.Owner, j.Name, j.Commit, j.Token); err != nil {
-		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_INIT_UNKNOWN, Message: "could not check out the commit: " + err.Error()}
+		return nil, nil, &event.ErrorInfo{Code: enumspb.StatusCode_INIT_UNKNOWN, Message: "could not check out the commit: " + err.Error()}
 	}
-	src, err := os.ReadFile(filepath.Join(dir, repoconfig.FileName))
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_NOT_FOUND_ERR,
-			Message: repoconfig.FileName + " not found at the repository root"}
-	} else if err != nil {
-		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_NOT_FOUND_ERR, Message: err.Error()}
-	}
-	cfg, err := repoconfig.Parse(src, repoconfig.Vars{SHA: j.Commit, Branch: j.Branch, Tag: j.Tag, Ref: j.Ref, Owner: j.Owner, Name: j.Name})
-	if err == nil {
-		err = cfg.CheckFiles(os.DirFS(dir))
-	}
+	tree, err := workspace.Open(dir)
 	if err != nil {
-		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_PARSING_ERR, Message: err.Error(),
-			Suggestions: []event.Suggestion{{Code: enumspb.SuggestionCode_CONFIG_CHECK_FILE_PATH, Action: "Fix " + repoconfig.FileName + " and push again"}}}
+		return nil, nil, &event.ErrorInfo{Code: enumspb.StatusCode_INIT_UNKNOWN, Message: "could not open the checkout: " + err.Error()}
+	}
+	cfg, info := p.render(ctx, j, tree)
+	if info != nil {
+		tree.Close()
+		return nil, nil, info
 	}
 	changed, err := p.src.ChangedFiles(ctx, dir, j.Owner, j.Name, j.Before, j.Commit, j.Token)
 	if err != nil {
@@ -377,6 +455,27 @@ func (p *Pipeline) prepare(ctx context.Context, j Job, dir string) (*repoconfig.
 		units = append(units, u)
 	}
 	cfg.Units = units
+	return cfg, tree, nil
+}
+
+// render reads kube-git-deploy.toml safely, renders and checks it.
+func (p *Pipeline) render(ctx context.Context, j Job, tree *workspace.Tree) (*repoconfig.Config, *event.ErrorInfo) {
+	src, err := tree.ReadFile(ctx, repoconfig.FileName, repoconfig.MaxFileSize)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_NOT_FOUND_ERR,
+			Message: repoconfig.FileName + " not found at the repository root"}
+	case err != nil:
+		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_PARSING_ERR, Message: "could not read " + repoconfig.FileName + ": " + err.Error()}
+	}
+	cfg, err := repoconfig.Parse(src, repoconfig.Vars{SHA: j.Commit, Branch: j.Branch, Tag: j.Tag, Ref: j.Ref, Owner: j.Owner, Name: j.Name})
+	if err == nil {
+		err = cfg.CheckFiles(tree.FS())
+	}
+	if err != nil {
+		return nil, &event.ErrorInfo{Code: enumspb.StatusCode_CONFIG_FILE_PARSING_ERR, Message: err.Error(),
+			Suggestions: []event.Suggestion{{Code: enumspb.SuggestionCode_CONFIG_CHECK_FILE_PATH, Action: "Fix " + repoconfig.FileName + " and push again"}}}
+	}
 	return cfg, nil
 }
 

@@ -223,6 +223,7 @@ func (e *env) push(t testing.TB, repo string, files map[string]string) Job {
 		Job: event.Job{ID: "job-" + repo, Repository: "octo/" + repo, Commit: sha, Ref: "refs/heads/main", Branch: "main",
 			DeliveryID: "d-" + repo, Trigger: "push", Iteration: 1},
 		Owner: "octo", Name: repo, Triggers: event.Triggers{Build: true, Deploy: true, Sync: true},
+		Policy: deploy.Policy{Namespaces: []string{"default"}, CreateNamespaces: true},
 	}
 }
 
@@ -453,7 +454,7 @@ func TestPipeline(t *testing.T) {
 	t.Run("no-wait", func(t *testing.T) {
 		// wait = false: the release is deployed, its rollout not awaited,
 		// so even a Deployment that can never be ready does not fail the job.
-		j := e.push(t, "nowait", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "wait = false\nset = { \"nodeSelector.pool\" = \"none\" }\n"))
+		j := e.push(t, "nowait", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"nowait\"\nwait = false\nset = { \"nodeSelector.pool\" = \"none\" }\n"))
 		var rec recorder
 		out, err := e.p.Run(ctx, j, &rec)
 		if err != nil || out.Err != nil {
@@ -500,7 +501,7 @@ func TestPipeline(t *testing.T) {
 	})
 
 	t.Run("never-ready", func(t *testing.T) {
-		j := e.push(t, "stuck", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "set = { \"nodeSelector.pool\" = \"none\" }\n"))
+		j := e.push(t, "stuck", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"stuck\"\nset = { \"nodeSelector.pool\" = \"none\" }\n"))
 		short, err := New(Config{WorkDir: t.TempDir(), StatusCheckDeadline: 3 * time.Second}, e.p.src, e.p.builder, e.p.deployer, e.p.checker, nil)
 		if err != nil {
 			t.Fatal(err)

@@ -238,7 +238,7 @@ func (x *e2e) testDeployPending(t *testing.T) {
 	if r, err := x.store.Repository(x.ctx, "octo", name); err != nil || r.PendingDeployJobID != built.ID {
 		t.Fatalf("repository's pending deploy = %+v (%v), want job %s", r, err, built.ID)
 	}
-	if _, err := x.kube.AppsV1().Deployments("default").Get(x.ctx, name, metav1.GetOptions{}); err == nil {
+	if _, err := x.kube.AppsV1().Deployments(store.DefaultNamespace("octo", name)).Get(x.ctx, name, metav1.GetOptions{}); err == nil {
 		t.Fatalf("deployed although auto-deploy is off")
 	}
 
@@ -259,7 +259,7 @@ func (x *e2e) testDeployPending(t *testing.T) {
 	if meta := h.V1[0].GetEvent().GetMetaEvent().GetMetadata().GetAdditional(); meta[event.KeyTrigger] != "execute" || meta[event.KeyCommit] != sha {
 		t.Errorf("deploy job's MetaEvent metadata = %v, want trigger execute, commit %s", meta, sha)
 	}
-	d, err := x.kube.AppsV1().Deployments("default").Get(x.ctx, name, metav1.GetOptions{})
+	d, err := x.kube.AppsV1().Deployments(store.DefaultNamespace("octo", name)).Get(x.ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

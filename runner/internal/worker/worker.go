@@ -19,6 +19,7 @@ import (
 	"time"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/source"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
@@ -243,6 +244,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		// job instead.
 		Triggers:    event.Triggers{Build: repo.Triggers.AutoBuild, Deploy: repo.Triggers.AutoDeploy, Sync: repo.Triggers.AutoSync},
 		ForceDeploy: j.ForceDeploy,
+		Policy:      deployPolicy(repo.Policy),
 		RecordPending: func(ctx context.Context, images map[string]string) error {
 			return w.store.MarkDeployPending(ctx, j.ID, images)
 		},
@@ -378,7 +380,9 @@ func (w *Worker) newerJob(ctx context.Context, j *store.Job) (string, error) {
 			continue
 		}
 		newer := o.Iteration > j.Iteration
-		if !o.PushedAt.IsZero() && !j.PushedAt.IsZero() {
+		if !o.PushedAt.IsZero() && !j.PushedAt.IsZero() && !o.PushedAt.Equal(j.PushedAt) {
+			// Push times have a resolution of one second: within the
+			// same second the order they were recorded in decides.
 			newer = o.PushedAt.After(j.PushedAt)
 		}
 		if newer {
@@ -386,6 +390,12 @@ func (w *Worker) newerJob(ctx context.Context, j *store.Job) (string, error) {
 		}
 	}
 	return "", nil
+}
+
+// deployPolicy is the runner's view of a repository's deploy policy.
+func deployPolicy(p store.Policy) deploy.Policy {
+	return deploy.Policy{Namespaces: p.Namespaces, CreateNamespaces: p.CreateNamespaces, ClusterScoped: p.ClusterScoped,
+		AllowKinds: p.AllowKinds, Adopt: p.Adopt, ServiceAccount: p.ServiceAccount}
 }
 
 func eventJob(j *store.Job) event.Job {
