@@ -8,6 +8,12 @@
 // $PORT: requests with a gRPC content type over HTTP/2 (h2c) go to the gRPC
 // server, everything else to the gateway. SIGTERM ends the event streams
 // with UNAVAILABLE (clients reconnect and replay) and stops gracefully.
+//
+// Callers are identified as KGD_AUTH says (caller.ModeFromEnv: IAM on
+// Cloud Run, local elsewhere). In local mode the service listens on
+// loopback only, every caller is an operator, and the gateway refuses
+// requests a web page could send (loopback.Guard); gRPC needs no such
+// guard, browsers cannot speak it.
 package main
 
 import (
@@ -36,7 +42,9 @@ import (
 
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/feed"
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/skaffold"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/loopback"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
@@ -59,6 +67,10 @@ type config struct {
 	previous                           [][]byte
 	maxLag, maxHistory                 int
 	writeTimeout                       time.Duration
+	auth                               caller.Mode
+	operators                          []string
+	handle                             bool
+	allowedHosts                       []string
 }
 
 func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (config, error) {
@@ -119,7 +131,39 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	if c.writeTimeout, err = time.ParseDuration(env("KGD_STREAM_WRITE_TIMEOUT", "30s")); err != nil || c.writeTimeout <= 0 {
 		bad("KGD_STREAM_WRITE_TIMEOUT", fmt.Errorf("%q is not a positive duration", getenv("KGD_STREAM_WRITE_TIMEOUT")))
 	}
+	if c.auth, err = caller.ModeFromEnv(getenv); err != nil {
+		errs = append(errs, err) // names KGD_AUTH
+	}
+	if c.auth == caller.ModeLocal && !loopback.IsLoopback(loopback.Hostname(c.host)) {
+		bad("KGD_LISTEN_HOST", fmt.Errorf("%s is not a loopback address: in local mode every caller is an operator, so the API listens on loopback only (behind Cloud Run IAM set KGD_AUTH=iam)", c.host))
+	}
+	if c.operators, err = parseOperators(getenv("KGD_OPERATORS")); err != nil {
+		bad("KGD_OPERATORS", err)
+	}
+	if c.handle, err = strconv.ParseBool(env("KGD_HANDLE_ENABLED", "false")); err != nil {
+		bad("KGD_HANDLE_ENABLED", fmt.Errorf("%q is not true or false", getenv("KGD_HANDLE_ENABLED")))
+	}
+	if c.allowedHosts, err = loopback.ParseHosts(getenv("KGD_ALLOWED_HOSTS")); err != nil {
+		bad("KGD_ALLOWED_HOSTS", err)
+	}
 	return c, errors.Join(errs...)
+}
+
+// parseOperators parses KGD_OPERATORS: comma-separated emails.
+func parseOperators(s string) ([]string, error) {
+	var ops []string
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		local, domain, ok := strings.Cut(f, "@")
+		if !ok || local == "" || domain == "" || strings.ContainsAny(f, " \t\"<>()[]:;") || strings.Contains(domain, "@") {
+			return nil, fmt.Errorf("%q is not an email address", f)
+		}
+		ops = append(ops, strings.ToLower(f))
+	}
+	return ops, nil
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
@@ -132,7 +176,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	// Listen first: a busy port fails before anything else starts.
 	var grpcLis, httpLis net.Listener
 	if cfg.cloudRunPort != "" {
-		if httpLis, err = net.Listen("tcp", ":"+cfg.cloudRunPort); err != nil {
+		host := "" // Cloud Run: every interface
+		if cfg.auth == caller.ModeLocal {
+			host = cfg.host
+		}
+		if httpLis, err = net.Listen("tcp", net.JoinHostPort(host, cfg.cloudRunPort)); err != nil {
 			return fmt.Errorf("PORT %s: %w", cfg.cloudRunPort, err)
 		}
 		// The gateway reaches the gRPC server on a private loopback port.
@@ -178,7 +226,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	defer pub.Stop()
 	events := feed.New(st, feed.Options{MaxLag: cfg.maxLag, MaxHistory: cfg.maxHistory}, log)
 	defer events.Close()
-	svc, err := skaffold.New(st, pub, events, log, nil)
+	svc, err := skaffold.New(st, pub, events, log, skaffold.Options{Auth: cfg.auth, Operators: cfg.operators, HandleEnabled: cfg.handle})
 	if err != nil {
 		return err
 	}
@@ -200,7 +248,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		_, err := fs.Collection(store.RepositoriesCollection).Limit(1).Documents(ctx).GetAll()
 		return err
 	}
-	httpH, err := skaffold.NewHTTPHandler(ctx, conn, skaffold.HTTPOptions{Ready: ready, StreamWriteTimeout: cfg.writeTimeout})
+	hopts := skaffold.HTTPOptions{Ready: ready, StreamWriteTimeout: cfg.writeTimeout}
+	if cfg.auth == caller.ModeLocal {
+		hopts.Guard = &loopback.Guard{Hosts: cfg.allowedHosts}
+	}
+	httpH, err := skaffold.NewHTTPHandler(ctx, conn, hopts)
 	if err != nil {
 		return err
 	}
@@ -216,7 +268,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	errc := make(chan error, 2)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- hsrv.Serve(httpLis) }()
-	log.Info("api started", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String())
+	log.Info("api started", "grpc", grpcLis.Addr().String(), "http", httpLis.Addr().String(),
+		"auth", string(cfg.auth), "operators", len(cfg.operators), "handle", cfg.handle)
 
 	select {
 	case <-ctx.Done():

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator/emulatortest"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
@@ -69,6 +70,9 @@ func TestLoadConfig(t *testing.T) {
 		{name: "bad-env", env: map[string]string{"PORT": "http", "KGD_STREAM_MAX_LAG": "-1", "KGD_STREAM_WRITE_TIMEOUT": "soon", "KGD_STREAM_MAX_HISTORY": "0"},
 			want: []string{`PORT: "http" is not a port`, "KGD_STREAM_MAX_LAG", "KGD_STREAM_WRITE_TIMEOUT", "KGD_STREAM_MAX_HISTORY"}},
 		{name: "unknown-flag", args: []string{"--rpc-prot", "1"}, want: []string{"flag provided but not defined: -rpc-prot"}},
+		{name: "bad-access", env: map[string]string{"KGD_AUTH": "none", "KGD_OPERATORS": "ops@example.com, bob", "KGD_HANDLE_ENABLED": "yes please", "KGD_ALLOWED_HOSTS": "https://x/"},
+			want: []string{`KGD_AUTH: "none"`, `KGD_OPERATORS: "bob" is not an email address`, "KGD_HANDLE_ENABLED", "KGD_ALLOWED_HOSTS"}},
+		{name: "local-on-every-interface", env: map[string]string{"KGD_LISTEN_HOST": "0.0.0.0"}, want: []string{"KGD_LISTEN_HOST: 0.0.0.0 is not a loopback address"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := loadConfig(tc.args, func(k string) string { return tc.env[k] }, io.Discard)
@@ -76,7 +80,8 @@ func TestLoadConfig(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.rpcPort != 50051 || c.httpPort != 50052 || c.host != "127.0.0.1" || c.maxLag != 10000 || c.maxHistory != 500000 {
+				if c.rpcPort != 50051 || c.httpPort != 50052 || c.host != "127.0.0.1" || c.maxLag != 10000 || c.maxHistory != 500000 ||
+					c.auth != caller.ModeLocal || c.handle || len(c.operators) != 0 {
 					t.Errorf("defaults = %+v", c)
 				}
 				return
@@ -90,6 +95,20 @@ func TestLoadConfig(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestLoadAccessConfig: the access settings, and IAM mode on Cloud Run.
+func TestLoadAccessConfig(t *testing.T) {
+	env := map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "KGD_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32)),
+		"K_SERVICE": "kgd-api", "PORT": "8080", "KGD_LISTEN_HOST": "0.0.0.0",
+		"KGD_OPERATORS": " Ops@Example.com ,, bob@example.com", "KGD_HANDLE_ENABLED": "true", "KGD_ALLOWED_HOSTS": "dev.example:50052"}
+	c, err := loadConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.auth != caller.ModeIAM || !c.handle || strings.Join(c.operators, ",") != "ops@example.com,bob@example.com" || strings.Join(c.allowedHosts, ",") != "dev.example" {
+		t.Errorf("config = %+v", c)
 	}
 }
 

@@ -13,11 +13,16 @@
 // processes in their own process groups with readable, prefixed logs; the
 // registry and the GitHub stand-in run in this process. Everything keeps
 // its data in memory for the life of the stack.
+//
+// Every server listens on loopback and refuses what a web page in the
+// user's browser could send it (loopback.Guard): the binaries guard
+// their own ports; the registry and the stand-in are wrapped here.
 package localstack
 
 import (
 	"cmp"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -36,6 +41,8 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/localstack/githubstandin"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/controlplane"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/githubfake"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/loopback"
 )
 
 // Binaries the stack runs from Config.BinDir.
@@ -111,6 +118,7 @@ type Stack struct {
 	log       *lineWriter
 	listeners map[string]net.Listener
 	registry  *http.Server
+	gitHubSrv *http.Server
 	emulators []*emulator.Emulators
 	cp        *controlplane.ControlPlane
 	cpLog     *os.File
@@ -224,7 +232,7 @@ func (s *Stack) start(ctx context.Context) error {
 	// In this process: the registry and the GitHub stand-in.
 	regOut := s.console.source("registry", "")
 	regOut.drop = registryNoise
-	s.registry = &http.Server{Handler: registry.New(registry.Logger(log.New(regOut, "", 0))), ReadHeaderTimeout: 10 * time.Second}
+	s.registry = &http.Server{Handler: registryHandler(regOut), ReadHeaderTimeout: 10 * time.Second}
 	go s.registry.Serve(s.takeListener("KGD_REGISTRY_PORT"))
 	s.logf("container registry at %s (in memory)", s.URLs.Registry)
 
@@ -403,12 +411,53 @@ func (s *Stack) startGitHubStandIn() error {
 		return err
 	}
 	s.GitHub = gh
-	if err := gh.Start(s.takeListener("KGD_GITHUB_PORT")); err != nil {
-		return err
+	l := s.takeListener("KGD_GITHUB_PORT")
+	if l == nil {
+		return fmt.Errorf("KGD_GITHUB_PORT: no listener for the GitHub stand-in")
 	}
+	s.gitHubSrv = &http.Server{Handler: gitHubHandler(gh), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
+	go s.gitHubSrv.Serve(l)
 	gh.SetBaseURL(s.URLs.GitHub)
 	s.logf("GitHub stand-in (local development and tests only; not GitHub) at %s, signing in %q", s.URLs.GitHub, gh.SignedIn())
 	return nil
+}
+
+// registryHandler is the in-memory container registry, logging to logTo,
+// guarded against web pages by its Host header only: Docker uploads blobs
+// as application/octet-stream and manifests with their own media types,
+// which a page cannot send without a CORS preflight either.
+func registryHandler(logTo io.Writer) http.Handler {
+	g := loopback.Guard{
+		AnyContentType: func(*http.Request) bool { return true },
+		Reject: func(w http.ResponseWriter, _ *http.Request, status int, msg string) {
+			// The registry's error shape (OCI distribution spec).
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(map[string]any{"errors": []map[string]string{{"code": "DENIED", "message": msg}}})
+		},
+	}
+	return g.Handler(registry.New(registry.Logger(log.New(logTo, "", 0))))
+}
+
+// gitHubHandler is the GitHub stand-in guarded against web pages: the
+// Host check everywhere; the JSON rule for its admin endpoints and its
+// REST API, but not for git's smart HTTP (application/x-git-*-request
+// bodies, and pushes need the repository admin's token) nor the OAuth
+// token exchange (form-encoded, as GitHub's, and it needs the client
+// secret).
+func gitHubHandler(gh http.Handler) http.Handler {
+	g := loopback.Guard{
+		AnyContentType: func(r *http.Request) bool {
+			return !strings.HasPrefix(r.URL.Path, githubstandin.AdminPrefix) && !strings.HasPrefix(r.URL.Path, githubfake.APIPrefix)
+		},
+		Reject: func(w http.ResponseWriter, _ *http.Request, status int, msg string) {
+			// The admin endpoints' shape ("error") and GitHub's ("message").
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(status)
+			json.NewEncoder(w).Encode(map[string]any{"ok": false, "error": msg, "message": msg})
+		},
+	}
+	return g.Handler(gh)
 }
 
 // childEnv is the environment of the binaries: this process's, with every
@@ -424,6 +473,7 @@ func (s *Stack) childEnv() []string {
 		emulator.PubSubHostEnv:             u.PubSubHost,
 		"KGD_ENCRYPTION_KEY":               cfg.EncryptionKey,
 		"KGD_LISTEN_HOST":                  "127.0.0.1",
+		"KGD_AUTH":                         "local", // loopback only: every caller is the user
 		"PRIVATE_HTTP_PORT":                strconv.Itoa(cfg.Ports.Private),
 		"PUBLIC_HTTP_PORT":                 strconv.Itoa(cfg.Ports.Public),
 		"PRIVATE_HTTP_HOST":                strings.TrimSuffix(u.PrivateAPI, "/"),
@@ -473,6 +523,11 @@ func (s *Stack) Stop() error {
 			if s.children[i].running() {
 				s.children[i].stop()
 			}
+		}
+		if s.gitHubSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			s.gitHubSrv.Shutdown(ctx)
+			cancel()
 		}
 		if s.GitHub != nil {
 			s.GitHub.Close()

@@ -161,7 +161,10 @@ func TestPushDelivery(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ParsePush: %v", err)
 		}
-		want := webhook.Push{Ref: "refs/heads/main", Before: strings.Repeat("0", 40), After: first.After, Created: true}
+		if p.PushedAt.IsZero() || time.Since(p.PushedAt) > time.Hour {
+			t.Errorf("push time %v, want about now (repository.pushed_at)", p.PushedAt)
+		}
+		want := webhook.Push{Ref: "refs/heads/main", Before: strings.Repeat("0", 40), After: first.After, Created: true, PushedAt: p.PushedAt}
 		if p != want {
 			t.Errorf("ParsePush = %+v, want %+v", p, want)
 		}

@@ -31,11 +31,23 @@ var (
 // do sends an HTTP request with a JSON body and returns status and body.
 func (a *api) do(t *testing.T, method, path, body string) (int, string, http.Header) {
 	t.Helper()
+	return a.doWith(t, method, path, body, nil)
+}
+
+// doWith is do with more request headers (added, not set: a key may
+// repeat).
+func (a *api) doWith(t *testing.T, method, path, body string, header http.Header) (int, string, http.Header) {
+	t.Helper()
 	req, err := http.NewRequest(method, a.httpURL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/json")
+	for k, vs := range header {
+		for _, v := range vs {
+			req.Header.Add(k, v)
+		}
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +272,7 @@ func TestExecute(t *testing.T) {
 func TestHandle(t *testing.T) {
 	t.Parallel()
 	b := newBackend(t)
-	a := b.startAPI(apiOptions{})
+	a := b.startAPI(apiOptions{handle: true})
 	b.track("octo", "app", allOn)
 	ctx, cancel := context.WithCancel(b.ctx)
 	defer cancel()
@@ -286,13 +298,18 @@ func TestHandle(t *testing.T) {
 			}
 		})
 	}
-	// Exactly the two accepted events were recorded, each in its version.
+	// Exactly the two accepted events were recorded, each in its version
+	// and marked as handled (v2: by a log line right before it).
 	s := a.openStream(t, ctx, "/v1/events?repository=octo/app")
 	f, line := s.next(t)
-	if !strings.Contains(string(f.Result), `"status":"Custom"`) || !strings.Contains(string(f.Result), `"iteration":7`) || !strings.Contains(string(f.Result), `"timestamp":"20`) {
+	if !strings.Contains(string(f.Result), `"status":"Custom"`) || !strings.Contains(string(f.Result), `"iteration":7`) || !strings.Contains(string(f.Result), `"timestamp":"20`) ||
+		!strings.Contains(string(f.Result), `"entry":"[handle by local] event injected through Handle`) {
 		t.Errorf("handled v1 event = %s", line)
 	}
 	s2 := a.openStream(t, ctx, "/v2/events?repository=octo/app")
+	if _, line := s2.next(t); !strings.Contains(line, `"message":"[handle by local] event injected through Handle`) || !strings.Contains(line, `"task_id":"Custom-1"`) {
+		t.Errorf("mark of the handled v2 event = %s", line)
+	}
 	f, line = s2.next(t)
 	if !strings.Contains(string(f.Result), `"id":"Custom-1"`) {
 		t.Errorf("handled v2 event = %s", line)
@@ -319,6 +336,9 @@ func TestHandle(t *testing.T) {
 	// The handled deploy events are streamed too, each in its version.
 	if _, line := s.next(t); !strings.Contains(line, `"deployEvent":{"status":"Custom"`) {
 		t.Errorf("v1 stream after the handled deploy event: %s", line)
+	}
+	if _, line := s2.next(t); !strings.Contains(line, `"message":"[handle by local]`) {
+		t.Errorf("v2 stream before the handled deploy event: %s", line)
 	}
 	if _, line := s2.next(t); !strings.Contains(line, `"status":"Custom2"`) {
 		t.Errorf("v2 stream after the handled deploy event: %s", line)

@@ -25,6 +25,7 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/skaffold"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator/emulatortest"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/job"
@@ -149,13 +150,19 @@ type api struct {
 type apiOptions struct {
 	maxLag       int
 	writeTimeout time.Duration
+	auth         caller.Mode // default local
+	operators    []string
+	handle       bool
 }
 
 func (b *backend) startAPI(opts apiOptions) *api {
 	b.t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f := feed.New(b.store, feed.Options{MaxLag: opts.maxLag, LagGrace: 200 * time.Millisecond, Linger: time.Second}, log)
-	svc, err := skaffold.New(b.store, b.pub, f, log, nil)
+	if opts.auth == "" {
+		opts.auth = caller.ModeLocal
+	}
+	svc, err := skaffold.New(b.store, b.pub, f, log, skaffold.Options{Auth: opts.auth, Operators: opts.operators, HandleEnabled: opts.handle})
 	if err != nil {
 		b.t.Fatal(err)
 	}

@@ -10,12 +10,14 @@ import (
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/loopback"
 )
 
 // HTTPOptions tune the HTTP side.
@@ -26,6 +28,10 @@ type HTTPOptions struct {
 	// StreamWriteTimeout ends an HTTP event stream whose client does not
 	// take a message within it (a stalled reader); 0 means 30 seconds.
 	StreamWriteTimeout time.Duration
+	// Guard, when set, guards every route against web pages (local mode:
+	// the gateway listens on loopback); its refusals are written as
+	// google.rpc.Status JSON unless it has its own Reject.
+	Guard *loopback.Guard
 }
 
 // Marshaler is the gateway's JSON marshaler, set as Skaffold sets it:
@@ -40,19 +46,16 @@ func Marshaler() runtime.Marshaler {
 // NewHTTPHandler returns the HTTP gateway of both API versions, calling
 // the gRPC server through conn, plus GET /healthz (liveness) and GET
 // /readyz (readiness). The scope of a call comes from ?repository= or the
-// X-Kgd-Repository header.
+// X-Kgd-Repository header; the caller's identity token from the
+// Authorization header (grpc-gateway forwards it as "authorization") or
+// X-Serverless-Authorization. Grpc-Metadata-* headers cannot set either.
 func NewHTTPHandler(ctx context.Context, conn *grpc.ClientConn, opts HTTPOptions) (http.Handler, error) {
 	if opts.StreamWriteTimeout <= 0 {
 		opts.StreamWriteTimeout = 30 * time.Second
 	}
 	gw := runtime.NewServeMux(
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, Marshaler()),
-		runtime.WithIncomingHeaderMatcher(func(key string) (string, bool) {
-			if strings.EqualFold(key, ScopeKey) {
-				return ScopeKey, true
-			}
-			return runtime.DefaultHeaderMatcher(key)
-		}),
+		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		// A stream's status line and headers go out before its first
 		// message (grpc-gateway would hold them until then).
 		runtime.WithForwardResponseOption(func(ctx context.Context, w http.ResponseWriter, m proto.Message) error {
@@ -96,7 +99,45 @@ func NewHTTPHandler(ctx context.Context, conn *grpc.ClientConn, opts HTTPOptions
 		mux.Handle(p, streams)
 	}
 	mux.Handle("/", gw)
+	if opts.Guard != nil {
+		g := *opts.Guard
+		if g.Reject == nil {
+			g.Reject = rejectStatus
+		}
+		return g.Handler(mux), nil
+	}
 	return mux, nil
+}
+
+// incomingHeader maps HTTP headers to gRPC metadata: grpc-gateway's
+// defaults (Grpc-Metadata-K as k; Authorization is forwarded as
+// "authorization" by grpc-gateway itself), plus X-Kgd-Repository and
+// X-Serverless-Authorization. A Grpc-Metadata-* header never sets an
+// identity token: only the headers Cloud Run IAM checked may.
+func incomingHeader(key string) (string, bool) {
+	switch {
+	case strings.EqualFold(key, ScopeKey):
+		return ScopeKey, true
+	case strings.EqualFold(key, ServerlessAuthorizationKey):
+		return ServerlessAuthorizationKey, true
+	}
+	k, ok := runtime.DefaultHeaderMatcher(key)
+	if ok && (strings.EqualFold(k, AuthorizationKey) || strings.EqualFold(k, ServerlessAuthorizationKey)) {
+		return "", false
+	}
+	return k, ok
+}
+
+// rejectStatus writes a guard's refusal as the gateway writes errors:
+// google.rpc.Status JSON.
+func rejectStatus(w http.ResponseWriter, _ *http.Request, code int, msg string) {
+	c := codes.PermissionDenied
+	if code == loopback.StatusContentType {
+		c = codes.InvalidArgument
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": int(c), "message": msg, "details": []any{}})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -13,7 +13,16 @@
 //     flags of its repository's control settings.
 //   - AutoBuild/AutoDeploy/AutoSync persist the repository's triggers;
 //     Execute runs the pending push (build) or the pending deploy.
-//   - Handle appends a client's event to the scoped repository's history.
+//   - Handle (off unless Options.HandleEnabled) appends a client's event to
+//     the scoped repository's history, marked as injected.
+//
+// Access: every call identifies its caller (caller.Identify, from the
+// authorization metadata). Anyone who gets through (in IAM mode, Cloud Run
+// IAM's api_invokers) may read; steering (Execute, Auto*, Handle) needs an
+// operator of every repository in scope: a global operator
+// (Options.Operators) or one of the repository's Policy.Operators. A
+// refused call changes nothing. In local mode every caller is caller.Local,
+// an operator of everything.
 package skaffold
 
 import (
@@ -24,6 +33,7 @@ import (
 	"fmt"
 	"log/slog"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -32,12 +42,15 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/feed"
+	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/job"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
@@ -61,6 +74,21 @@ const streamHeader = "x-kgd-stream"
 
 // MaxHandledEventBytes bounds an event accepted by Handle.
 const MaxHandledEventBytes = 64 << 10
+
+// The metadata keys of the caller's Google identity token. Cloud Run IAM
+// checks X-Serverless-Authorization when a request has one (and then
+// passes Authorization on unchecked), else Authorization; the gateway
+// forwards both headers under these keys.
+const (
+	AuthorizationKey           = "authorization"
+	ServerlessAuthorizationKey = "x-serverless-authorization"
+)
+
+// HandledPrefix starts the mark of an event injected through Handle: the
+// v1 LogEntry.entry of the event, and the message of the v2
+// SkaffoldLogEvent that precedes it, read
+// "[handle by <caller>] event injected through Handle, not emitted by a runner".
+const HandledPrefix = "[handle by "
 
 // Sync is not a kube-git-deploy phase: every job builds and deploys a whole
 // commit. GetState reports it with these file-sync statuses.
@@ -94,29 +122,60 @@ type Feed interface {
 	Subscribe(scope string) (*feed.Subscription, error)
 }
 
+// Options configure a Service.
+type Options struct {
+	// Auth is how callers are identified: caller.ModeLocal (the API
+	// listens on loopback only; every caller is caller.Local, an operator
+	// of everything) or caller.ModeIAM (behind Cloud Run IAM; the caller
+	// is the verified identity token's email). Required.
+	Auth caller.Mode
+	// Operators (KGD_OPERATORS) may steer every repository; each
+	// repository's Policy.Operators may steer that one.
+	Operators []string
+	// HandleEnabled turns Handle on (KGD_HANDLE_ENABLED); off, Handle is
+	// FailedPrecondition.
+	HandleEnabled bool
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
 // Service holds what both API versions share. Register it with Register.
 type Service struct {
-	store Store
-	pub   Publisher
-	feed  Feed
-	log   *slog.Logger
-	now   func() time.Time
+	store     Store
+	pub       Publisher
+	feed      Feed
+	log       *slog.Logger
+	now       func() time.Time
+	auth      caller.Mode
+	operators []string
+	handleOn  bool
 
 	// stopping ends every stream when the server shuts down.
 	stopping    context.Context
 	stopStreams context.CancelFunc
 }
 
-// New returns a Service; now may be nil.
-func New(st Store, pub Publisher, f Feed, log *slog.Logger, now func() time.Time) (*Service, error) {
+// New returns a Service.
+func New(st Store, pub Publisher, f Feed, log *slog.Logger, opts Options) (*Service, error) {
 	if st == nil || pub == nil || f == nil || log == nil {
 		return nil, errors.New("skaffold: store, publisher, feed and logger are required")
 	}
+	if opts.Auth != caller.ModeLocal && opts.Auth != caller.ModeIAM {
+		return nil, fmt.Errorf("skaffold: auth mode %q is not %s or %s", opts.Auth, caller.ModeLocal, caller.ModeIAM)
+	}
+	now := opts.Now
 	if now == nil {
 		now = time.Now
 	}
+	var ops []string
+	for _, o := range opts.Operators {
+		if o = strings.ToLower(strings.TrimSpace(o)); o != "" {
+			ops = append(ops, o)
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Service{store: st, pub: pub, feed: f, log: log, now: now, stopping: ctx, stopStreams: cancel}, nil
+	return &Service{store: st, pub: pub, feed: f, log: log, now: now, auth: opts.Auth, operators: ops, handleOn: opts.HandleEnabled,
+		stopping: ctx, stopStreams: cancel}, nil
 }
 
 // Register registers both API versions on s.
@@ -188,6 +247,61 @@ func scopeOf(ctx context.Context) (scope, error) {
 	return scope{owner: owner, name: name}, nil
 }
 
+// identify returns the caller of ctx's call: caller.Local in local mode;
+// in IAM mode the email of the identity token that Cloud Run IAM
+// verified — x-serverless-authorization when present, else authorization
+// — or Unauthenticated. A key sent more than once is refused: which value
+// IAM checked would be ambiguous.
+func (svc *Service) identify(ctx context.Context) (caller.Identity, error) {
+	if svc.auth == caller.ModeLocal {
+		return caller.Local, nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get(ServerlessAuthorizationKey)
+	if len(vals) == 0 {
+		vals = md.Get(AuthorizationKey)
+	}
+	if len(vals) > 1 {
+		return caller.Identity{}, status.Error(codes.Unauthenticated, "more than one identity token: send one Authorization header")
+	}
+	var token string
+	if len(vals) == 1 {
+		token = vals[0]
+	}
+	id, err := caller.Identify(svc.auth, token, svc.now())
+	if err != nil {
+		return caller.Identity{}, status.Error(codes.Unauthenticated, err.Error())
+	}
+	return id, nil
+}
+
+// globalOperator reports whether id may steer every repository.
+func (svc *Service) globalOperator(id caller.Identity) bool {
+	return id.Local || (id.Email != "" && slices.Contains(svc.operators, strings.ToLower(id.Email)))
+}
+
+// steerable returns the tracked repositories in scope once id may steer
+// every one of them; otherwise PermissionDenied naming one it may not
+// (call names the call). Callers change nothing before it returns.
+func (svc *Service) steerable(ctx context.Context, id caller.Identity, sc scope, call string) ([]store.Repository, error) {
+	repos, err := svc.repos(ctx, sc)
+	if err != nil {
+		return nil, err
+	}
+	if svc.globalOperator(id) {
+		return repos, nil
+	}
+	for _, r := range repos {
+		if !r.Policy.IsOperator(id.Email) {
+			repo := r.Owner + "/" + r.Name
+			svc.log.InfoContext(ctx, "steering refused", logging.KeyRepo, repo, "caller", id.Email, "call", call, "scope", sc.String())
+			return nil, status.Errorf(codes.PermissionDenied, "%s of %s: %s may not steer %s (only the API's operators, KGD_OPERATORS, and the operators of its deploy policy may)",
+				call, sc, id, repo)
+		}
+	}
+	return repos, nil
+}
+
 func truncate(s string, n int) string {
 	if len(s) > n {
 		return s[:n] + "…"
@@ -228,6 +342,9 @@ func grpcError(err error, what string) error {
 // stream sends the scope's batches with send until the client goes away,
 // the feed fails or the server stops.
 func (svc *Service) stream(ctx context.Context, send func(store.EventBatch) error) error {
+	if _, err := svc.identify(ctx); err != nil {
+		return err
+	}
 	sc, err := scopeOf(ctx)
 	if err != nil {
 		return err
@@ -279,6 +396,9 @@ func v2Events(b store.EventBatch) []*v2pb.Event    { return b.V2 }
 // stateOf returns the stored state of the latest job in scope (nil if
 // none) and the triggers of its repository.
 func (svc *Service) stateOf(ctx context.Context) (*store.RepoState, store.Triggers, error) {
+	if _, err := svc.identify(ctx); err != nil {
+		return nil, store.Triggers{}, err
+	}
 	sc, err := scopeOf(ctx)
 	if err != nil {
 		return nil, store.Triggers{}, err
@@ -339,6 +459,10 @@ func (svc *Service) repos(ctx context.Context, sc scope) ([]store.Repository, er
 // missing value is an error, an unchanged one is AlreadyExists. Switching
 // build or deploy on runs what waited for it, as Skaffold wakes its loop.
 func (svc *Service) auto(ctx context.Context, t store.Trigger, enabled *bool) error {
+	id, err := svc.identify(ctx)
+	if err != nil {
+		return err
+	}
 	if enabled == nil {
 		return status.Error(codes.InvalidArgument, "missing required boolean parameter 'enabled'")
 	}
@@ -346,7 +470,7 @@ func (svc *Service) auto(ctx context.Context, t store.Trigger, enabled *bool) er
 	if err != nil {
 		return err
 	}
-	repos, err := svc.repos(ctx, sc)
+	repos, err := svc.steerable(ctx, id, sc, "auto "+string(t))
 	if err != nil {
 		return err
 	}
@@ -364,7 +488,7 @@ func (svc *Service) auto(ctx context.Context, t store.Trigger, enabled *bool) er
 		return status.Errorf(codes.AlreadyExists, "auto %s is already set to %t", t, *enabled)
 	}
 	for _, r := range changed {
-		svc.log.InfoContext(ctx, "auto trigger changed", logging.KeyRepo, r.Owner+"/"+r.Name, "trigger", string(t), "enabled", *enabled)
+		svc.log.InfoContext(ctx, "auto trigger changed", logging.KeyRepo, r.Owner+"/"+r.Name, "trigger", string(t), "enabled", *enabled, "caller", id.Email)
 	}
 	if !*enabled || t == store.TriggerSync {
 		return nil
@@ -373,9 +497,9 @@ func (svc *Service) auto(ctx context.Context, t store.Trigger, enabled *bool) er
 	for _, r := range changed {
 		var ids []string
 		if t == store.TriggerBuild {
-			ids, err = svc.runPending(ctx, r, true, false)
+			ids, err = svc.runPending(ctx, id, r, true, false)
 		} else {
-			ids, err = svc.runPending(ctx, r, false, true)
+			ids, err = svc.runPending(ctx, id, r, false, true)
 		}
 		started = append(started, ids...)
 		if err != nil {
@@ -391,20 +515,29 @@ func (svc *Service) auto(ctx context.Context, t store.Trigger, enabled *bool) er
 // pending deploy (or the released push's deploy); sync is accepted and
 // has nothing to do.
 func (svc *Service) execute(ctx context.Context, build, deploy bool) error {
+	id, err := svc.identify(ctx)
+	if err != nil {
+		return err
+	}
 	sc, err := scopeOf(ctx)
 	if err != nil {
 		return err
 	}
 	if !build && !deploy {
-		return nil // sync, or nothing
+		// Sync, or nothing: accepted and without effect, for operators.
+		if svc.globalOperator(id) {
+			return nil
+		}
+		_, err := svc.steerable(ctx, id, sc, "execute")
+		return err
 	}
-	repos, err := svc.repos(ctx, sc)
+	repos, err := svc.steerable(ctx, id, sc, "execute")
 	if err != nil {
 		return err
 	}
 	var started []string
 	for _, r := range repos {
-		ids, err := svc.runPending(ctx, r, build, deploy)
+		ids, err := svc.runPending(ctx, id, r, build, deploy)
 		started = append(started, ids...)
 		if err != nil {
 			announce(ctx, started)
@@ -426,7 +559,7 @@ func announce(ctx context.Context, ids []string) {
 // deploy, and publishes them. It returns "owner/name=job" for each job
 // started. Jobs recorded earlier but never published (a publish that
 // failed) are published again, so retrying a failed call recovers them.
-func (svc *Service) runPending(ctx context.Context, r store.Repository, build, deploy bool) ([]string, error) {
+func (svc *Service) runPending(ctx context.Context, id caller.Identity, r store.Repository, build, deploy bool) ([]string, error) {
 	repo := r.Owner + "/" + r.Name
 	var started []string
 	released := false
@@ -435,7 +568,7 @@ func (svc *Service) runPending(ctx context.Context, r store.Repository, build, d
 		switch {
 		case err == nil:
 			released = true
-			svc.log.InfoContext(ctx, "pending push released", logging.KeyRepo, repo, logging.KeyJobID, j.ID)
+			svc.log.InfoContext(ctx, "pending push released", logging.KeyRepo, repo, logging.KeyJobID, j.ID, "caller", id.Email)
 		case !errors.Is(err, store.ErrNotFound):
 			return started, grpcError(err, "execute build of "+repo)
 		}
@@ -444,7 +577,7 @@ func (svc *Service) runPending(ctx context.Context, r store.Repository, build, d
 		j, err := svc.store.CreateDeployJob(ctx, r.Owner, r.Name, svc.now())
 		switch {
 		case err == nil:
-			svc.log.InfoContext(ctx, "pending deploy queued", logging.KeyRepo, repo, logging.KeyJobID, j.ID)
+			svc.log.InfoContext(ctx, "pending deploy queued", logging.KeyRepo, repo, logging.KeyJobID, j.ID, "caller", id.Email)
 		case !errors.Is(err, store.ErrNotFound):
 			return started, grpcError(err, "execute deploy of "+repo)
 		}
@@ -481,8 +614,16 @@ func (svc *Service) publish(ctx context.Context, j store.Job) error {
 	return svc.store.MarkJobPublished(ctx, j.ID, id, svc.now())
 }
 
-// handle appends one client event to the scoped repository's history.
-func (svc *Service) handle(ctx context.Context, e proto.Message, set bool, wrap func(ts *timestamppb.Timestamp) store.EventBatch) error {
+// handle appends one client event to the scoped repository's history;
+// wrap makes the batch of it, stamped ts and marked as injected by id.
+func (svc *Service) handle(ctx context.Context, e proto.Message, set bool, wrap func(ts *timestamppb.Timestamp, id caller.Identity) store.EventBatch) error {
+	id, err := svc.identify(ctx)
+	if err != nil {
+		return err
+	}
+	if !svc.handleOn {
+		return status.Error(codes.FailedPrecondition, "Handle is disabled on this server (KGD_HANDLE_ENABLED=true turns it on)")
+	}
 	if !set {
 		return status.Error(codes.InvalidArgument, "handle: the event has no event type set")
 	}
@@ -496,16 +637,17 @@ func (svc *Service) handle(ctx context.Context, e proto.Message, set bool, wrap 
 	if sc.all() {
 		return status.Errorf(codes.InvalidArgument, "handle: an event belongs to one repository: set %s (HTTP: ?%s=owner/name)", ScopeKey, ScopeQuery)
 	}
-	repos, err := svc.repos(ctx, sc)
+	repos, err := svc.steerable(ctx, id, sc, "handle")
 	if err != nil {
 		return err
 	}
 	r := repos[0]
-	b := wrap(timestamppb.New(svc.now()))
+	b := wrap(timestamppb.New(svc.now()), id)
 	b.Job = store.JobRef{ID: "handled-" + randomID(), Owner: r.Owner, Name: r.Name, Iteration: max(r.NextIteration-1, 0)}
 	if err := svc.store.AppendEvents(ctx, b); err != nil {
 		return grpcError(err, "handle")
 	}
+	svc.log.InfoContext(ctx, "event handled", logging.KeyRepo, r.Owner+"/"+r.Name, "caller", id.Email, logging.KeyJobID, b.Job.ID)
 	// As in Skaffold, the event also updates the state.
 	err = svc.store.UpdateState(ctx, r.Owner, r.Name, func(st *store.RepoState) error {
 		for _, e := range b.V1 {
@@ -520,6 +662,37 @@ func (svc *Service) handle(ctx context.Context, e proto.Message, set bool, wrap 
 		return grpcError(err, "handle: update the state")
 	}
 	return nil
+}
+
+// handledMark is the text that marks an event id injected through Handle.
+func handledMark(id caller.Identity) string {
+	return HandledPrefix + id.Email + "] event injected through Handle, not emitted by a runner"
+}
+
+// v2HandledMark is the v2 SkaffoldLogEvent that precedes an event id
+// injected through Handle, in the event's task: v2 events have no field
+// of their own for it.
+func v2HandledMark(e *v2pb.Event, id caller.Identity) *v2pb.Event {
+	return &v2pb.Event{Timestamp: e.GetTimestamp(), EventType: &v2pb.Event_SkaffoldLogEvent{SkaffoldLogEvent: &v2pb.SkaffoldLogEvent{
+		TaskId: v2TaskOf(e), SubtaskId: event.SubtaskNone, Level: enumspb.LogLevel_WARN, Message: handledMark(id)}}}
+}
+
+// v2TaskOf returns the task an event belongs to: a TaskEvent's id, or the
+// task_id of an event that has one; "" otherwise.
+func v2TaskOf(e *v2pb.Event) string {
+	if t := e.GetTaskEvent(); t != nil {
+		return t.GetId()
+	}
+	m := e.ProtoReflect()
+	fd := m.WhichOneof(m.Descriptor().Oneofs().ByName("event_type"))
+	if fd == nil || fd.Message() == nil {
+		return ""
+	}
+	sub := m.Get(fd).Message()
+	if f := sub.Descriptor().Fields().ByName("task_id"); f != nil && f.Kind() == protoreflect.StringKind {
+		return sub.Get(f).String()
+	}
+	return ""
 }
 
 func randomID() string {
@@ -587,8 +760,8 @@ func (s *v1Server) AutoDeploy(ctx context.Context, req *v1pb.TriggerRequest) (*e
 }
 
 func (s *v1Server) Handle(ctx context.Context, e *v1pb.Event) (*emptypb.Empty, error) {
-	return &emptypb.Empty{}, s.svc.handle(ctx, e, e.GetEventType() != nil, func(ts *timestamppb.Timestamp) store.EventBatch {
-		return store.EventBatch{V1: []*v1pb.LogEntry{{Timestamp: ts, Event: e}}}
+	return &emptypb.Empty{}, s.svc.handle(ctx, e, e.GetEventType() != nil, func(ts *timestamppb.Timestamp, id caller.Identity) store.EventBatch {
+		return store.EventBatch{V1: []*v1pb.LogEntry{{Timestamp: ts, Event: e, Entry: handledMark(id)}}}
 	})
 }
 
@@ -621,6 +794,9 @@ func (s *v2Server) Events(_ *emptypb.Empty, stream grpc.ServerStreamingServer[v2
 // ApplicationLogs streams nothing: container logs are not collected. The
 // stream stays open, as Skaffold's does between iterations.
 func (s *v2Server) ApplicationLogs(_ *emptypb.Empty, stream grpc.ServerStreamingServer[v2pb.Event]) error {
+	if _, err := s.svc.identify(stream.Context()); err != nil {
+		return err
+	}
 	if _, err := scopeOf(stream.Context()); err != nil {
 		return err
 	}
@@ -661,10 +837,10 @@ func (s *v2Server) AutoDeploy(ctx context.Context, req *v2pb.TriggerRequest) (*e
 }
 
 func (s *v2Server) Handle(ctx context.Context, e *v2pb.Event) (*emptypb.Empty, error) {
-	return &emptypb.Empty{}, s.svc.handle(ctx, e, e.GetEventType() != nil, func(ts *timestamppb.Timestamp) store.EventBatch {
+	return &emptypb.Empty{}, s.svc.handle(ctx, e, e.GetEventType() != nil, func(ts *timestamppb.Timestamp, id caller.Identity) store.EventBatch {
 		if e.Timestamp == nil {
 			e.Timestamp = ts
 		}
-		return store.EventBatch{V2: []*v2pb.Event{e}}
+		return store.EventBatch{V2: []*v2pb.Event{v2HandledMark(e, id), e}}
 	})
 }

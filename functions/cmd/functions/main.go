@@ -7,6 +7,13 @@
 //
 // When PUBSUB_EMULATOR_HOST is set it creates the job topic, subscription
 // and dead-letter topic on the emulator if they are missing.
+//
+// Serving both functions locally, it guards them against web pages in the
+// user's browser (loopback.Guard): a request for a host name other than
+// localhost, 127.0.0.1, [::1] or the host of the function's configured
+// URLs is refused with 421, and a POST, PUT, PATCH or DELETE without a
+// JSON body with 415 — except PublicAPI's webhook route, which GitHub may
+// send form-encoded and which its HMAC signature authenticates.
 package main
 
 import (
@@ -15,6 +22,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
@@ -26,8 +34,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/kube-git-deploy/kube-git-deploy/functions/app"
+	"github.com/kube-git-deploy/kube-git-deploy/functions/internal/web"
 	"github.com/kube-git-deploy/kube-git-deploy/functions/registration"
+	"github.com/kube-git-deploy/kube-git-deploy/functions/webhook"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/loopback"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
 )
 
@@ -73,13 +84,14 @@ func run(ctx context.Context, getenv func(string) string) error {
 		return err
 	}
 	defer a.Close()
+	private, public := guard(cfg)
 	servers := []struct {
 		name, portVar string
 		port          int
 		h             http.Handler
 	}{
-		{registration.PrivateAPI, "PRIVATE_HTTP_PORT", cfg.PrivatePort, a.Private},
-		{registration.PublicAPI, "PUBLIC_HTTP_PORT", cfg.PublicPort, a.Public},
+		{registration.PrivateAPI, "PRIVATE_HTTP_PORT", cfg.PrivatePort, private.Handler(a.Private)},
+		{registration.PublicAPI, "PUBLIC_HTTP_PORT", cfg.PublicPort, public.Handler(a.Public)},
 	}
 	g, ctx := errgroup.WithContext(ctx)
 	for _, s := range servers {
@@ -109,6 +121,35 @@ func run(ctx context.Context, getenv func(string) string) error {
 	err = g.Wait()
 	log.Info("stopped")
 	return err
+}
+
+// guard returns the guards of the two local servers. Each also answers
+// for the hosts of its configured URLs (PRIVATE_HTTP_HOST, PUBLIC_HTTP_HOST
+// — with real GitHub the tunnel's public host — and the OAuth callback,
+// which both serve).
+func guard(cfg app.Config) (private, public loopback.Guard) {
+	hosts := func(us ...*url.URL) []string {
+		var hs []string
+		for _, u := range us {
+			if u != nil {
+				hs = append(hs, loopback.Hostname(u.Host))
+			}
+		}
+		return hs
+	}
+	webhookRoute := http.NewServeMux()
+	webhookRoute.Handle(webhook.Route, http.NotFoundHandler())
+	private = loopback.Guard{Hosts: hosts(cfg.PrivateURL, cfg.OAuthCallbackURL), Reject: web.Reject}
+	public = loopback.Guard{
+		Hosts: hosts(cfg.PublicURL, cfg.OAuthCallbackURL),
+		// GitHub may send a delivery form-encoded; its signature is the guard.
+		AnyContentType: func(r *http.Request) bool {
+			_, pattern := webhookRoute.Handler(r)
+			return pattern == webhook.Route
+		},
+		Reject: web.Reject,
+	}
+	return private, public
 }
 
 // ensureQueue creates the job queue on the Pub/Sub emulator.

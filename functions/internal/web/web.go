@@ -81,6 +81,13 @@ func writeError(w http.ResponseWriter, status int, msg string) {
 	_ = JSON(w, status, map[string]any{"ok": false, "error": msg})
 }
 
+// Reject answers r with status and the public message msg in the JSON
+// error shape, {"ok":false,"error":msg}; it is loopback.Guard's Reject for
+// the functions.
+func Reject(w http.ResponseWriter, _ *http.Request, status int, msg string) {
+	writeError(w, status, msg)
+}
+
 // JSON writes v as the JSON response body with the given status.
 func JSON(w http.ResponseWriter, status int, v any) error {
 	b, err := json.Marshal(v)

@@ -72,3 +72,12 @@ func TestMux(t *testing.T) {
 		})
 	}
 }
+
+func TestReject(t *testing.T) {
+	rec := httptest.NewRecorder()
+	Reject(rec, httptest.NewRequest("POST", "/", nil), http.StatusUnsupportedMediaType, "send JSON")
+	var body map[string]any
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil || rec.Code != 415 || body["ok"] != false || body["error"] != "send JSON" {
+		t.Errorf("Reject wrote %d %s", rec.Code, rec.Body)
+	}
+}
