@@ -77,7 +77,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		mode = caller.ModeIAM // a Config not from LoadConfig: trust nobody by default
 	}
 	identify := func(r *http.Request) (caller.Identity, error) {
-		return caller.Identify(mode, r.Header.Get("Authorization"), time.Now())
+		return caller.FromHeader(mode, r.Header, time.Now())
 	}
 
 	private := web.NewMux(log)

@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 )
@@ -67,6 +68,36 @@ func (id Identity) String() string { return id.Email }
 // ErrUnauthenticated reports a request without a usable identity token
 // in IAM mode (it did not come through Cloud Run IAM).
 var ErrUnauthenticated = errors.New("no verified Google identity: call with Authorization: Bearer $(gcloud auth print-identity-token)")
+
+// Header names of identity tokens. Cloud Run IAM checks
+// X-Serverless-Authorization when a request has one and then passes
+// Authorization on unchecked, so that header wins.
+const (
+	AuthorizationHeader           = "Authorization"
+	ServerlessAuthorizationHeader = "X-Serverless-Authorization"
+)
+
+// FromHeader returns the caller of an HTTP request with headers h: the
+// token of X-Serverless-Authorization when present, else Authorization.
+// A header sent more than once is refused: which value IAM checked would
+// be ambiguous.
+func FromHeader(mode Mode, h http.Header, now time.Time) (Identity, error) {
+	if mode == ModeLocal {
+		return Local, nil
+	}
+	vals := h.Values(ServerlessAuthorizationHeader)
+	if len(vals) == 0 {
+		vals = h.Values(AuthorizationHeader)
+	}
+	switch len(vals) {
+	case 0:
+		return Identity{}, ErrUnauthenticated
+	case 1:
+		return Identify(mode, vals[0], now)
+	default:
+		return Identity{}, fmt.Errorf("%w (more than one identity token)", ErrUnauthenticated)
+	}
+}
 
 // Identify returns the caller of a request whose Authorization header (or
 // gRPC authorization metadata) is authorization.

@@ -3,6 +3,7 @@ package caller
 import (
 	"encoding/base64"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
 )
@@ -36,6 +37,35 @@ func TestIdentify(t *testing.T) {
 		if _, err := Identify(ModeIAM, auth, now); !errors.Is(err, ErrUnauthenticated) {
 			t.Errorf("%s: err = %v, want ErrUnauthenticated", name, err)
 		}
+	}
+}
+
+func TestFromHeader(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	alice := token(`{"email":"alice@example.com","email_verified":true}`)
+	mallory := token(`{"email":"mallory@example.com","email_verified":true}`)
+	h := http.Header{}
+	h.Set(ServerlessAuthorizationHeader, alice)
+	h.Set(AuthorizationHeader, mallory) // passed on unchecked by Cloud Run
+	if id, err := FromHeader(ModeIAM, h, now); err != nil || id.Email != "alice@example.com" {
+		t.Errorf("with both headers = %v, %v; want the X-Serverless-Authorization identity", id, err)
+	}
+	only := http.Header{}
+	only.Set(AuthorizationHeader, alice)
+	if id, err := FromHeader(ModeIAM, only, now); err != nil || id.Email != "alice@example.com" {
+		t.Errorf("Authorization alone = %v, %v", id, err)
+	}
+	twice := http.Header{}
+	twice.Add(AuthorizationHeader, alice)
+	twice.Add(AuthorizationHeader, mallory)
+	if _, err := FromHeader(ModeIAM, twice, now); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("two tokens = %v, want ErrUnauthenticated", err)
+	}
+	if _, err := FromHeader(ModeIAM, http.Header{}, now); !errors.Is(err, ErrUnauthenticated) {
+		t.Errorf("no token = %v, want ErrUnauthenticated", err)
+	}
+	if id, err := FromHeader(ModeLocal, http.Header{}, now); err != nil || id != Local {
+		t.Errorf("local = %v, %v", id, err)
 	}
 }
 
