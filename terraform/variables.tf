@@ -114,6 +114,17 @@ variable "api_invokers" {
   default     = []
 }
 
+variable "api_operators" {
+  description = "Google accounts (emails) that may steer every repository through the API (Execute, Auto*, Handle); each repository's deploy policy can name more. Everyone else in api_invokers only watches."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for e in var.api_operators : can(regex("^[^@,\\s]+@[^@,\\s]+$", e))])
+    error_message = "api_operators must be email addresses (without user:/group: prefixes)."
+  }
+}
+
 variable "api_max_instances" {
   description = "Most instances of the API service. Each keeps one Firestore listener per watched scope."
   type        = number

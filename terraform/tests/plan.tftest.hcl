@@ -104,6 +104,18 @@ run "api_service" {
   }
 }
 
+run "api_operators" {
+  command = plan
+  variables {
+    api_operators = ["lead@example.com", "oncall@example.com"]
+  }
+
+  assert {
+    condition     = [for e in google_cloud_run_v2_service.api[0].template[0].containers[0].env : e.value if e.name == "KGD_OPERATORS"] == ["lead@example.com,oncall@example.com"]
+    error_message = "the API's global operators must come from api_operators"
+  }
+}
+
 run "no_api_without_image" {
   command = plan
   variables {
