@@ -17,11 +17,14 @@
 //	collection    doc id                  fields                                          written by              how often
 //	------------  ----------------------  ----------------------------------------------  ----------------------  ------------------------------
 //	repositories  owner~name, lowercase   owner, name (display case), hook_id,            PrivateAPI (track,      on track/untrack/trigger
-//	              (GitHub names are case  webhook_secret (sealed), tracked_by,            untrack, triggers);     change; once per job created
-//	              insensitive)            tracked_at, triggers{auto_build, auto_deploy,   CreateJob               (push rate of one repository)
-//	                                      auto_sync}, next_iteration, latest_job_id,
-//	                                      pending_job_id, pending_deploy_job_id           Execute (control.go)
-//	tokens        login, lowercase        login, token (sealed), scopes, created_at       OAuth callback          once per login
+//	              (GitHub names are case  webhook_secret (sealed), tracked_by,            untrack, triggers,      change; once per job created
+//	              insensitive)            tracked_by_caller, tracked_at, policy{…},       policy); CreateJob      (push rate of one repository)
+//	                                      triggers{auto_build, auto_deploy, auto_sync},   Execute (control.go)
+//	                                      next_iteration, latest_job_id,
+//	                                      pending_job_id, pending_deploy_job_id
+//	tokens        TokenKey: sha256 of     caller, login, token (sealed), scopes,          OAuth callback          once per sign-in
+//	              the caller ~ login,     created_at
+//	              lowercase
 //	deliveries    GitHub delivery id      job_id, created_at, expire_at (TTL, +7 days)    CreateJob               once per webhook delivery
 //	pushes        PushKey (sha256 of      job_id, created_at, expire_at (TTL, +7 days)    CreateJob               once per push
 //	              repo, ref, before,
