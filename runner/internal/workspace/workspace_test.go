@@ -73,10 +73,7 @@ func secretLines(t *testing.T) []string {
 			}
 		}
 	}
-	for _, l := range strings.Split(strings.TrimSpace(outsideSecret), "\n") {
-		lines = append(lines, l)
-	}
-	return lines
+	return append(lines, strings.Split(strings.TrimSpace(outsideSecret), "\n")...)
 }
 
 func assertNoContent(t *testing.T, err error, secrets []string) {
