@@ -233,6 +233,16 @@ func (b *Builder) Build(ctx context.Context, req Request, out func(line string))
 	return res, nil
 }
 
+// maxCacheRaceTries bounds how often a build that lost the engine's cache
+// race (isCacheRace) is run.
+const maxCacheRaceTries = 3
+
+// isCacheRace reports the legacy builder's error when an image it was
+// looking at in its cache disappeared mid-lookup.
+func isCacheRace(err error) bool {
+	return strings.Contains(err.Error(), `unable to find image "sha256:`)
+}
+
 func (b *Builder) build(ctx context.Context, req Request, out func(string)) (Result, error) {
 	res := Result{Tag: req.Tag}
 	ref, err := name.NewTag(req.Tag)
@@ -262,6 +272,14 @@ func (b *Builder) build(ctx context.Context, req Request, out func(string)) (Res
 	}
 
 	res.ImageID, err = b.runBuild(ctx, req, dockerfile, out)
+	for try := 1; err != nil && try < maxCacheRaceTries && isCacheRace(err) && ctx.Err() == nil; try++ {
+		// Docker's legacy builder looks its cache up among all images
+		// with the same parent and fails if one of them is removed
+		// meanwhile (by Prune, another build's cleanup, an operator):
+		// a race of the engine, not of the build. Run it again.
+		out(fmt.Sprintf("Image removed during the cache lookup; building again (%s)", err))
+		res.ImageID, err = b.runBuild(ctx, req, dockerfile, out)
+	}
 	if err != nil {
 		return res, err
 	}
