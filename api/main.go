@@ -67,6 +67,7 @@ type config struct {
 	previous                           [][]byte
 	maxLag, maxHistory                 int
 	writeTimeout                       time.Duration
+	retention                          time.Duration
 	auth                               caller.Mode
 	operators                          []string
 	handle                             bool
@@ -124,6 +125,9 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.maxLag, err = strconv.Atoi(env("KGD_STREAM_MAX_LAG", "10000")); err != nil || c.maxLag < 1 {
 		bad("KGD_STREAM_MAX_LAG", fmt.Errorf("%q is not a positive number of events", getenv("KGD_STREAM_MAX_LAG")))
+	}
+	if c.retention, err = time.ParseDuration(env("KGD_RETENTION", "720h")); err != nil || c.retention < 0 {
+		bad("KGD_RETENTION", fmt.Errorf("%q is not a duration such as 720h (0 keeps events forever)", getenv("KGD_RETENTION")))
 	}
 	if c.maxHistory, err = strconv.Atoi(env("KGD_STREAM_MAX_HISTORY", "500000")); err != nil || c.maxHistory < 1 {
 		bad("KGD_STREAM_MAX_HISTORY", fmt.Errorf("%q is not a positive number of events", getenv("KGD_STREAM_MAX_HISTORY")))
@@ -218,7 +222,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 			return fmt.Errorf("create the job queue on the emulator: %w", err)
 		}
 	}
-	st, err := store.New(fs, box)
+	st, err := store.New(fs, box, store.WithRetention(cfg.retention))
 	if err != nil {
 		return err
 	}

@@ -300,14 +300,14 @@ func TestEndToEnd(t *testing.T) {
 		mustAPI(t, http.MethodPut, "v1/build/auto_execute?repository="+full, `{"enabled":false}`)
 		older := push(t, "waits", nil)
 		newer := push(t, "wins", nil)
+		h := mustAPI(t, http.MethodPost, "v1/execute?repository="+full, `{"build":true}`)
 		snap, err := fs.Collection(store.JobsCollection).Doc(older.JobID).Get(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if st, _ := snap.DataAt("status"); st != string(store.StatusCanceled) {
-			t.Errorf("older waiting push is %v, want canceled (superseded)", st)
+			t.Errorf("older waiting push is %v after Execute, want canceled (superseded)", st)
 		}
-		h := mustAPI(t, http.MethodPost, "v1/execute?repository="+full, `{"build":true}`)
 		if got := h.Get("Grpc-Metadata-X-Kgd-Jobs"); got != full+"="+newer.JobID {
 			t.Errorf("Execute started %q, want %s=%s", got, full, newer.JobID)
 		}

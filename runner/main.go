@@ -22,6 +22,7 @@ import (
 	"cloud.google.com/go/firestore"
 	"cloud.google.com/go/pubsub/v2"
 	"github.com/docker/docker/client"
+	"github.com/google/go-github/v60/github"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/secretmanager/v1"
@@ -31,6 +32,7 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/redeliver"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/rollout"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/source"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/worker"
@@ -69,6 +71,16 @@ type config struct {
 	buildCPUs    float64
 	buildTimeout time.Duration
 	imagesKept   int
+	// lease is how long a claim on a job lasts unrenewed (renewed every
+	// third of it); unclaimedAfter is how long a published job may wait
+	// before a sweep publishes it again.
+	lease, unclaimedAfter time.Duration
+	retention             time.Duration
+	// githubAPIURL is GitHub's REST API (GITHUB_API_URL); redeliverEvery
+	// how often failed webhook deliveries are looked for and redelivered
+	// (KGD_REDELIVER_INTERVAL, 0: never).
+	githubAPIURL   *url.URL
+	redeliverEvery time.Duration
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -133,6 +145,26 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.imagesKept, err = strconv.Atoi(env("KGD_IMAGES_KEPT", "3")); err != nil || c.imagesKept < 1 {
 		bad("KGD_IMAGES_KEPT", fmt.Errorf("%q is not a positive number", getenv("KGD_IMAGES_KEPT")))
+	}
+	if c.lease, err = time.ParseDuration(env("KGD_LEASE", "2m")); err != nil || c.lease < 3*time.Second {
+		bad("KGD_LEASE", fmt.Errorf("%q is not a duration of at least 3s", getenv("KGD_LEASE")))
+	}
+	if c.unclaimedAfter, err = time.ParseDuration(env("KGD_UNCLAIMED_AFTER", "10m")); err != nil || c.unclaimedAfter <= 0 {
+		bad("KGD_UNCLAIMED_AFTER", fmt.Errorf("%q is not a positive duration", getenv("KGD_UNCLAIMED_AFTER")))
+	}
+	if c.retention, err = time.ParseDuration(env("KGD_RETENTION", "720h")); err != nil || c.retention < 0 {
+		bad("KGD_RETENTION", fmt.Errorf("%q is not a duration (720h keeps events and jobs 30 days; 0 forever)", getenv("KGD_RETENTION")))
+	}
+	if u, err := url.Parse(env("GITHUB_API_URL", "https://api.github.com/")); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		bad("GITHUB_API_URL", fmt.Errorf("%q is not an absolute http(s) URL without query", getenv("GITHUB_API_URL")))
+	} else {
+		if !strings.HasSuffix(u.Path, "/") {
+			u.Path += "/"
+		}
+		c.githubAPIURL = u
+	}
+	if c.redeliverEvery, err = time.ParseDuration(env("KGD_REDELIVER_INTERVAL", "5m")); err != nil || c.redeliverEvery < 0 {
+		bad("KGD_REDELIVER_INTERVAL", fmt.Errorf("%q is not a duration such as 5m (0: no redelivery)", getenv("KGD_REDELIVER_INTERVAL")))
 	}
 	if c.healthPort, err = strconv.Atoi(env("KGD_HEALTH_PORT", "0")); err != nil || c.healthPort < 0 || c.healthPort > 65535 {
 		bad("KGD_HEALTH_PORT", fmt.Errorf("%q is not a port (0 serves no health endpoint)", getenv("KGD_HEALTH_PORT")))
@@ -228,7 +260,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
 
-	st, err := store.New(fs, box)
+	st, err := store.New(fs, box, store.WithRetention(cfg.retention))
 	if err != nil {
 		return err
 	}
@@ -263,11 +295,12 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 	pub := queue.NewPublisher(ps, cfg.topic)
 	defer pub.Stop()
-	w, err := worker.New(worker.Config{Owner: owner, Refs: src}, st, pl, pub, log, nil)
+	hl := &health{docker: func(ctx context.Context) error { return build.Ping(ctx, docker) }}
+	w, err := worker.New(worker.Config{Owner: owner, Refs: src, Lease: cfg.lease, UnclaimedAfter: cfg.unclaimedAfter,
+		Receiving: hl.receiving.Store}, st, pl, pub, log, nil)
 	if err != nil {
 		return err
 	}
-	hl := &health{docker: func(ctx context.Context) error { return build.Ping(ctx, docker) }}
 	if cfg.healthPort != 0 {
 		stopHealth, err := serveHealth(net.JoinHostPort(cfg.listenHost, strconv.Itoa(cfg.healthPort)), hl, log)
 		if err != nil {
@@ -275,12 +308,24 @@ func run(ctx context.Context, getenv func(string) string) error {
 		}
 		defer stopHealth()
 	}
+	// GitHub does not retry a delivery that failed (PublicAPI was down):
+	// look for failed ones and have GitHub redeliver them.
+	githubHTTP := &http.Client{Timeout: 30 * time.Second}
+	sweeper, err := redeliver.New(redeliver.Config{Owner: owner}, st, func(token string) *github.Client {
+		c := github.NewClient(githubHTTP).WithAuthToken(token)
+		c.BaseURL = cfg.githubAPIURL
+		return c
+	}, log)
+	if err != nil {
+		return err
+	}
+	sweepDone := make(chan struct{})
+	go func() { defer close(sweepDone); sweeper.Run(ctx, cfg.redeliverEvery) }()
+	defer func() { <-sweepDone }() // before the Firestore client closes
 	sub := queue.NewSubscriber(ps, cfg.subscription, queue.SubscriberOptions{MaxOutstanding: cfg.concurrency, Logger: log})
 	log.Info("runner started", "subscription", cfg.subscription, "concurrency", cfg.concurrency,
 		"cluster", cfg.kube.String(), "health_port", cfg.healthPort)
-	hl.receiving.Store(true)
 	err = w.Run(ctx, sub)
-	hl.receiving.Store(false)
 	log.Info("runner stopped")
 	return err
 }

@@ -60,6 +60,10 @@ resource "google_cloud_run_v2_service" "api" {
         value = google_pubsub_topic.jobs.name
       }
       env {
+        name  = "KGD_RETENTION"
+        value = "${var.retention_days * 24}h"
+      }
+      env {
         name  = "KGD_OPERATORS"
         value = join(",", var.api_operators)
       }

@@ -10,7 +10,7 @@ resource "google_firestore_database" "default" {
   depends_on              = [google_project_service.this]
 }
 
-# Jobs of one repository, newest first (store.Jobs, re-tracking).
+# A repository's last iteration (re-tracking continues the numbering).
 resource "google_firestore_index" "jobs_by_repo" {
   database   = google_firestore_database.default.name
   collection = "jobs"
@@ -24,6 +24,52 @@ resource "google_firestore_index" "jobs_by_repo" {
   }
 }
 
+# Jobs of one repository, newest first (store.Jobs).
+resource "google_firestore_index" "jobs_by_repo_created" {
+  database   = google_firestore_database.default.name
+  collection = "jobs"
+  fields {
+    field_path = "repo"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "DESCENDING"
+  }
+}
+
+# Queued jobs never published (store.UnpublishedJobs, the runners' sweep).
+resource "google_firestore_index" "jobs_unpublished" {
+  database   = google_firestore_database.default.name
+  collection = "jobs"
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "published"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "created_at"
+    order      = "ASCENDING"
+  }
+}
+
+# Queued jobs published long ago and never claimed (store.UnclaimedJobs).
+resource "google_firestore_index" "jobs_unclaimed" {
+  database   = google_firestore_database.default.name
+  collection = "jobs"
+  fields {
+    field_path = "status"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "published_at"
+    order      = "ASCENDING"
+  }
+}
+
 # Running jobs whose lease expired (store.ExpiredJobs).
 resource "google_firestore_index" "jobs_by_lease" {
   database   = google_firestore_database.default.name
@@ -34,6 +80,20 @@ resource "google_firestore_index" "jobs_by_lease" {
   }
   fields {
     field_path = "lease_expires"
+    order      = "ASCENDING"
+  }
+}
+
+# One repository's events from a sequence number (a resumed stream).
+resource "google_firestore_index" "events_by_repo_seq" {
+  database   = google_firestore_database.default.name
+  collection = "events"
+  fields {
+    field_path = "repo"
+    order      = "ASCENDING"
+  }
+  fields {
+    field_path = "seq_last"
     order      = "ASCENDING"
   }
 }
@@ -61,11 +121,29 @@ resource "google_firestore_field" "deliveries_ttl" {
   index_config {}
 }
 
-# Push identities (store.PushKey) are remembered for de-duplication of
-# replayed deliveries for 7 days, like delivery ids.
-resource "google_firestore_field" "pushes_ttl" {
+# Events and jobs expire after var.retention_days (written with expire_at
+# by the runner and the webhook); a repository's latest state (states) and
+# the repository itself never do.
+resource "google_firestore_field" "events_ttl" {
   database   = google_firestore_database.default.name
-  collection = "pushes"
+  collection = "events"
+  field      = "expire_at"
+  ttl_config {}
+  index_config {}
+}
+
+resource "google_firestore_field" "jobs_ttl" {
+  database   = google_firestore_database.default.name
+  collection = "jobs"
+  field      = "expire_at"
+  ttl_config {}
+  index_config {}
+}
+
+# Redelivery claims (runner/internal/redeliver) are kept a week.
+resource "google_firestore_field" "redeliveries_ttl" {
+  database   = google_firestore_database.default.name
+  collection = "redeliveries"
   field      = "expire_at"
   ttl_config {}
   index_config {}

@@ -17,6 +17,7 @@ locals {
     GITHUB_WEB_URL       = var.github_web_url
     GITHUB_PRIVATE_REPOS = tostring(var.github_private_repos)
     KGD_JOBS_TOPIC       = google_pubsub_topic.jobs.name
+    KGD_RETENTION        = "${var.retention_days * 24}h"
     # The browser comes back from GitHub's consent page here: it must be
     # PublicAPI, which the browser can reach without a Google ID token.
     KGD_OAUTH_CALLBACK_URL = local.oauth_callback_url

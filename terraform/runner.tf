@@ -36,10 +36,12 @@ locals {
       KGD_JOBS_SUBSCRIPTION     = google_pubsub_subscription.runner.name
       KGD_JOBS_TOPIC            = google_pubsub_topic.jobs.name
       GITHUB_WEB_URL            = var.github_web_url
+      GITHUB_API_URL            = var.github_api_url
       KGD_RUNNER_CONCURRENCY    = tostring(var.runner_jobs_per_instance)
       KGD_HEALTH_PORT           = tostring(local.runner_health)
       KGD_LISTEN_HOST           = "0.0.0.0"
       KGD_WORKDIR               = "/tmp"
+      KGD_RETENTION             = "${var.retention_days * 24}h"
     },
     # GKE: the runner authenticates with its own Google identity.
     local.gke_cluster == null ? {} : {

@@ -114,6 +114,17 @@ variable "api_invokers" {
   default     = []
 }
 
+variable "retention_days" {
+  description = "Days events and jobs are kept before Firestore's TTL policies delete them (the latest state of every repository is kept); 0 keeps them forever."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.retention_days >= 0 && floor(var.retention_days) == var.retention_days
+    error_message = "retention_days must be a whole number, at least 0."
+  }
+}
+
 variable "api_operators" {
   description = "Google accounts (emails) that may steer every repository through the API (Execute, Auto*, Handle); each repository's deploy policy can name more. Everyone else in api_invokers only watches."
   type        = list(string)

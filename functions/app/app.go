@@ -58,7 +58,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		return nil, fmt.Errorf("pubsub client: %w", err)
 	}
 	a := &App{firestore: fs, pubsub: ps, publisher: queue.NewPublisher(ps, cfg.Topic)}
-	st, err := store.New(fs, box)
+	st, err := store.New(fs, box, store.WithRetention(cfg.Retention))
 	if err != nil {
 		a.Close()
 		return nil, err

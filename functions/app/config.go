@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
@@ -58,6 +59,9 @@ type Config struct {
 	// Cloud Functions, local elsewhere). Local mode needs a loopback
 	// ListenHost.
 	AuthMode caller.Mode
+	// Retention is how long recorded jobs are kept before Firestore's TTL
+	// policy deletes them (KGD_RETENTION, default 720h; 0 forever).
+	Retention time.Duration
 }
 
 // CallbackPath is the OAuth callback route (without its leading slash).
@@ -179,6 +183,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		bad("KGD_AUTH", errors.New(strings.TrimPrefix(err.Error(), "KGD_AUTH: ")))
 	} else {
 		c.AuthMode = m
+	}
+	if d, err := time.ParseDuration(env("KGD_RETENTION", "720h")); err != nil || d < 0 {
+		bad("KGD_RETENTION", fmt.Errorf("%q is not a duration such as 720h (0 keeps jobs forever)", getenv("KGD_RETENTION")))
+	} else {
+		c.Retention = d
 	}
 	// In local mode every caller may do everything, as the machine's user:
 	// only loopback may reach the functions then.

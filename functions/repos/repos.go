@@ -101,7 +101,6 @@ type repoJSON struct {
 	AutoBuild       bool       `json:"auto_build"`
 	AutoDeploy      bool       `json:"auto_deploy"`
 	LatestJob       string     `json:"latest_job_id,omitempty"`
-	PendingJob      string     `json:"pending_job_id,omitempty"`
 	Policy          policyJSON `json:"policy"`
 }
 
@@ -110,8 +109,8 @@ func toJSON(r store.Repository) repoJSON {
 		Owner: r.Owner, Name: r.Name, FullName: r.Owner + "/" + r.Name, HookID: r.HookID,
 		TrackedBy: r.TrackedBy, TrackedByCaller: r.TrackedByCaller, TrackedAt: r.TrackedAt.UTC(),
 		AutoBuild: r.Triggers.AutoBuild, AutoDeploy: r.Triggers.AutoDeploy,
-		LatestJob: r.LatestJobID, PendingJob: r.PendingJobID,
-		Policy: toPolicyJSON(r.Policy),
+		LatestJob: r.LatestJobID,
+		Policy:    toPolicyJSON(r.Policy),
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -230,7 +232,7 @@ func TestSignedPushMakesOneJobAndOneMessage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("job of the message: %v", err)
 	}
-	if j.SHA != want.SHA || j.DeliveryID != id || j.Status != store.StatusQueued || j.PublishedAt.IsZero() || j.Iteration != 1 {
+	if j.SHA != want.SHA || j.DeliveryID != id || j.Status != store.StatusQueued || j.PublishedAt.IsZero() || j.Iteration != 0 || j.PushedAt.IsZero() {
 		t.Errorf("stored job = %+v", j)
 	}
 
@@ -338,12 +340,12 @@ func TestTagsFormsAndPending(t *testing.T) {
 			t.Fatalf("push with auto-build off = %d %s, want 202 pending", code, resp)
 		}
 		e.noMessage(t)
-		repo, err := e.store.Repository(e.ctx, owner, name)
+		jobs, err := e.store.Jobs(e.ctx, owner, name, 10)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if repo.PendingJobID == "" {
-			t.Errorf("no pending job recorded on the repository")
+		if len(jobs) == 0 || jobs[0].Status != store.StatusPending {
+			t.Errorf("newest job %+v, want a pending one", jobs)
 		}
 	})
 }
@@ -513,5 +515,58 @@ func TestUnauthenticatedRequestsAreCheap(t *testing.T) {
 				t.Errorf("status = %d %s, want %d", rec.Code, rec.Body, tt.want)
 			}
 		})
+	}
+}
+
+// TestBurstToOneRepository: 32 deliveries at once to one repository, some
+// of them GitHub redeliveries of others, are all answered 2xx and each
+// distinct push becomes exactly one job: recording a push is one write to
+// its own document, so one repository's pushes never queue behind each
+// other (before, every delivery ran a transaction on the repository's
+// document and most of a burst answered 503).
+func TestBurstToOneRepository(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	const pushes, redelivered = 28, 4
+	type delivered struct {
+		id   string
+		body []byte
+	}
+	var all []delivered
+	for i := range pushes {
+		after := fmt.Sprintf("%040x", i+1)
+		all = append(all, delivered{fmt.Sprintf("burst-%d", i), withPush(t, strings.Repeat("0", 39)+"1", after, 1_800_000_000+int64(i))})
+	}
+	for i := range redelivered {
+		all = append(all, all[i]) // the same delivery again, as GitHub redelivers
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, len(all))
+	start := make(chan struct{})
+	for i, d := range all {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			codes[i], _ = e.deliver(t, delivery{event: "push", id: d.id, body: d.body})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, c := range codes {
+		if c != http.StatusAccepted && c != http.StatusOK {
+			t.Errorf("delivery %d (%s) = %d, want 2xx", i, all[i].id, c)
+		}
+	}
+	if n := e.count(t, store.JobsCollection); n != pushes {
+		t.Errorf("%d jobs for %d distinct pushes", n, pushes)
+	}
+	seen := map[string]bool{}
+	for range pushes {
+		m := e.nextMessage(t)
+		if seen[m.JobID] {
+			t.Errorf("job %s published twice", m.JobID)
+		}
+		seen[m.JobID] = true
 	}
 }

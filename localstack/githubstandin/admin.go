@@ -22,6 +22,7 @@ const maxAdminBody = 64 << 20
 //	POST /_standin/repos/{owner}/{name}/commits       commit files to a branch and deliver the push (201)
 //	GET  /_standin/repos/{owner}/{name}/deliveries    recent webhook deliveries
 //	POST /_standin/repos/{owner}/{name}/deliveries/{guid}/redeliver
+//	PUT  /_standin/outage                             {"down": true, "status_code": 0|503}: receivers "down" (see SetOutage); {"down": false} ends it
 //
 // A commit request is
 //
@@ -37,6 +38,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST "+AdminPrefix+"repos/{owner}/{name}/commits", s.handleCommit)
 	mux.HandleFunc("GET "+AdminPrefix+"repos/{owner}/{name}/deliveries", s.handleDeliveries)
 	mux.HandleFunc("POST "+AdminPrefix+"repos/{owner}/{name}/deliveries/{guid}/redeliver", s.handleRedeliver)
+	mux.HandleFunc("PUT "+AdminPrefix+"outage", s.handleOutage)
 	mux.HandleFunc(AdminPrefix, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"ok": false, "error": "no such stand-in endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -82,6 +84,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"web_url":      s.URL,
 		"api_url":      s.APIURL,
 		"signed_in":    s.SignedIn(),
+		"outage":       s.outage(),
 		"repositories": repos,
 	})
 }
@@ -182,4 +185,28 @@ func (s *Server) handleRedeliver(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "delivery": d})
+}
+
+// handleOutage handles PUT /_standin/outage.
+func (s *Server) handleOutage(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Down       bool `json:"down"`
+		StatusCode int  `json:"status_code"`
+	}
+	if err := decode(r, &in); err != nil {
+		writeError(w, err)
+		return
+	}
+	if in.StatusCode != 0 && (in.StatusCode < 300 || in.StatusCode > 599) {
+		writeError(w, fmt.Errorf("status_code %d: want 0 (unreachable) or a failing HTTP status", in.StatusCode))
+		return
+	}
+	if !in.Down {
+		s.SetOutage(nil)
+		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "outage": nil})
+		return
+	}
+	o := &Outage{StatusCode: in.StatusCode}
+	s.SetOutage(o)
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "outage": o})
 }

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -37,8 +38,9 @@ const (
 	UserAgent = "GitHub-Hookshot/kgd-standin"
 )
 
-// keptDeliveries is how many deliveries per repository are remembered.
-const keptDeliveries = 100
+// keptDeliveries is how many deliveries per repository are remembered
+// (GitHub keeps those of the last 3 days).
+const keptDeliveries = 500
 
 // Commit is one commit for Push.
 type Commit struct {
@@ -72,6 +74,9 @@ type PushResult struct {
 
 // Delivery is one webhook delivery and its outcome.
 type Delivery struct {
+	// ID numbers the delivery records of the stand-in, as GitHub's
+	// delivery ids do; a redelivery is a new record with the same GUID.
+	ID         int64     `json:"id"`
 	GUID       string    `json:"guid"`
 	Event      string    `json:"event"`
 	HookID     int64     `json:"hook_id"`
@@ -83,6 +88,10 @@ type Delivery struct {
 	// StatusCode is the receiver's HTTP status; 0 when there was no answer
 	// (Error says why).
 	StatusCode int `json:"status_code"`
+	// Status is GitHub's summary of the outcome: "OK" for a 2xx answer,
+	// "Invalid HTTP Response: <code>" for another answer, "failed to
+	// connect" or "timed out" without one.
+	Status string `json:"status"`
 	// Response is the start of the receiver's answer.
 	Response string `json:"response,omitempty"`
 	Error    string `json:"error,omitempty"`
@@ -206,11 +215,17 @@ func (s *Server) Redeliver(ctx context.Context, owner, name, guid string) (Deliv
 	if old == nil {
 		return Delivery{}, fmt.Errorf("redeliver: no delivery %s for %s/%s: %w", guid, owner, name, ErrNotFound)
 	}
-	i := slices.IndexFunc(s.gh.Hooks(owner, name), func(h githubfake.Hook) bool { return h.ID == old.HookID })
+	return s.redeliver(ctx, r, old)
+}
+
+// redeliver sends old again to its hook, with its GUID and payload.
+func (s *Server) redeliver(ctx context.Context, r *repoInfo, old *Delivery) (Delivery, error) {
+	hooks := s.gh.Hooks(r.owner, r.name)
+	i := slices.IndexFunc(hooks, func(h githubfake.Hook) bool { return h.ID == old.HookID })
 	if i < 0 {
-		return Delivery{}, fmt.Errorf("redeliver %s: hook %d of %s/%s was deleted: %w", guid, old.HookID, owner, name, ErrNotFound)
+		return Delivery{}, fmt.Errorf("redeliver %s: hook %d of %s/%s was deleted: %w", old.GUID, old.HookID, r.owner, r.name, ErrNotFound)
 	}
-	return s.send(ctx, r, s.gh.Hooks(owner, name)[i], old.Event, guid, old.payload, true), nil
+	return s.send(ctx, r, hooks[i], old.Event, old.GUID, old.payload, true), nil
 }
 
 // Deliveries returns the recent deliveries of owner/name, oldest first.
@@ -238,7 +253,14 @@ func (s *Server) send(ctx context.Context, r *repoInfo, h githubfake.Hook, event
 		body, contentType = []byte(url.Values{"payload": {string(payload)}}.Encode()), "application/x-www-form-urlencoded"
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL, bytes.NewReader(body))
-	if err == nil {
+	if o := s.outage(); err == nil && o != nil {
+		// The receivers are "down": nothing is sent.
+		if o.StatusCode == 0 {
+			err = errOutage
+		} else {
+			d.StatusCode, d.Response = o.StatusCode, http.StatusText(o.StatusCode)
+		}
+	} else if err == nil {
 		hdr := req.Header
 		hdr.Set("Accept", "*/*")
 		hdr.Set("Content-Type", contentType)
@@ -260,6 +282,7 @@ func (s *Server) send(ctx context.Context, r *repoInfo, h githubfake.Hook, event
 		}
 	}
 	d.Duration = time.Since(d.At).Seconds()
+	d.Status = deliveryStatus(d.StatusCode, err)
 	if err != nil {
 		d.Error = err.Error()
 		s.log.Warn("delivery failed", "repo", r.owner+"/"+r.name, "event", event, "guid", guid, "url", h.URL, "err", err.Error())
@@ -268,6 +291,8 @@ func (s *Server) send(ctx context.Context, r *repoInfo, h githubfake.Hook, event
 			"status", d.StatusCode, "response", strings.TrimSpace(d.Response))
 	}
 	s.mu.Lock()
+	s.nextDeliveryID++
+	d.ID = s.nextDeliveryID
 	list := append(s.deliveries[key(r)], &d)
 	if len(list) > keptDeliveries {
 		list = list[len(list)-keptDeliveries:]
@@ -275,6 +300,54 @@ func (s *Server) send(ctx context.Context, r *repoInfo, h githubfake.Hook, event
 	s.deliveries[key(r)] = list
 	s.mu.Unlock()
 	return d
+}
+
+// errOutage is the error of a delivery made while SetOutage holds the
+// receivers down without an answer.
+var errOutage = errors.New("receiver down (stand-in outage): connection refused")
+
+// deliveryStatus is GitHub's status text of a delivery that was answered
+// code, or failed with err.
+func deliveryStatus(code int, err error) string {
+	var ne net.Error
+	switch {
+	case err != nil && errors.As(err, &ne) && ne.Timeout():
+		return "timed out"
+	case err != nil:
+		return "failed to connect"
+	case code >= 200 && code <= 299:
+		return "OK"
+	default:
+		return "Invalid HTTP Response: " + strconv.Itoa(code)
+	}
+}
+
+// Outage makes the stand-in record deliveries as failed without sending
+// them, as if every receiver (PublicAPI) were down; see SetOutage.
+type Outage struct {
+	// StatusCode is recorded as each delivery's answer: 0 records an
+	// unreachable receiver (status "failed to connect", status_code 0),
+	// e.g. 503 an error answer ("Invalid HTTP Response: 503").
+	StatusCode int `json:"status_code"`
+}
+
+// SetOutage starts an outage of every receiver, or ends it when o is nil.
+// Deliveries and redeliveries made meanwhile fail as o says and are
+// recorded; the hooks' deliveries API lists them as GitHub would.
+func (s *Server) SetOutage(o *Outage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if o != nil {
+		c := *o
+		o = &c
+	}
+	s.down = o
+}
+
+func (s *Server) outage() *Outage {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.down
 }
 
 const (

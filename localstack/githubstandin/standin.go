@@ -5,6 +5,8 @@
 //   - the OAuth web flow and the REST API the functions call (GET /user,
 //     repository hooks), from shared/githubfake; its authorize page
 //     approves at once for the signed-in stand-in user;
+//   - the REST API of a hook's deliveries the runner calls (list them,
+//     redeliver one), over the deliveries recorded here (deliveries.go);
 //   - git over smart HTTP at URL + OWNER/NAME.git, from shared/gitserve,
 //     for the runner's checkouts (and for git clone and git push by hand);
 //   - push webhooks, delivered as GitHub delivers them: a POST to each
@@ -15,7 +17,7 @@
 //   - small admin endpoints that GitHub does not have, under AdminPrefix
 //     (/_standin/): create a repository, commit files to a branch and
 //     deliver the push, list and redeliver deliveries, change the
-//     signed-in user.
+//     signed-in user, make every receiver "down" (SetOutage).
 //
 // Webhooks are delivered only to loopback addresses. Everything lives in
 // memory and in a directory of bare repositories for the life of the
@@ -97,7 +99,10 @@ type Server struct {
 	repos      map[string]*repoInfo // lower-case "owner/name"
 	nextRepoID int64
 	deliveries map[string][]*Delivery // lower-case "owner/name", newest last
-	user       string
+	// nextDeliveryID is the id of the latest delivery record.
+	nextDeliveryID int64
+	down           *Outage // SetOutage
+	user           string
 }
 
 // New returns a stand-in that serves nothing yet.
@@ -121,7 +126,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Client = loopbackClient()
 	}
 	s := &Server{log: cfg.Log, client: cfg.Client, root: cfg.Root, repos: map[string]*repoInfo{},
-		deliveries: map[string][]*Delivery{}, nextRepoID: 700000001, user: cfg.User}
+		deliveries: map[string][]*Delivery{}, nextRepoID: 700000001, nextDeliveryID: 12000000000, user: cfg.User}
 	if s.root == "" {
 		dir, err := os.MkdirTemp("", "kgd-github-standin-")
 		if err != nil {
@@ -149,6 +154,7 @@ func New(cfg Config) (*Server, error) {
 	mux := http.NewServeMux()
 	mux.Handle("/login/oauth/", s.gh)
 	mux.Handle(githubfake.APIPrefix, s.gh)
+	s.deliveryRoutes(mux)
 	s.adminRoutes(mux)
 	mux.HandleFunc("/", s.serveGit)
 	s.handler = mux

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"time"
 
 	"cloud.google.com/go/firestore"
@@ -12,8 +13,8 @@ import (
 // The Skaffold control API's Execute (and switching AutoBuild or AutoDeploy
 // back on) runs what the repository's switches held back:
 //
-//   - a push made while auto-build was off is a pending job
-//     (repositories.pending_job_id); ReleasePendingJob queues it;
+//   - a push made while auto-build was off is a pending job (status
+//     pending); ReleasePendingJob queues the newest and cancels the rest;
 //   - a job that built while auto-deploy was off records its images
 //     (MarkDeployPending, repositories.pending_deploy_job_id);
 //     CreateDeployJob queues a deploy-only job for them.
@@ -114,52 +115,65 @@ func (s *Store) newerIteration(tx *firestore.Transaction, other, self string, it
 	return int(n) > iteration, nil
 }
 
-// ReleasePendingJob queues the repository's pending job, the push held back
-// while auto-build was off: in one transaction the job's status becomes
-// queued, its force_deploy is set to forceDeploy (deploy what it builds even
-// if auto-deploy is off), and the repository's pending_job_id is cleared.
-// It returns the job as stored; the caller publishes it and calls
+// ReleasePendingJob queues the repository's pending job, the newest push
+// held back while auto-build was off (by push time, then creation): in one
+// transaction that job's status becomes queued with force_deploy set to
+// forceDeploy (deploy what it builds even if auto-deploy is off), and every
+// older pending job of the repository is canceled as superseded — the
+// newest push wins, as in Skaffold. (Pushes are recorded with one write
+// each, so this decision is taken here, off the webhook's path.) It
+// returns the job as stored; the caller publishes it and calls
 // MarkJobPublished.
 //
 // It returns an error wrapping ErrNotFound if the repository is not tracked
-// or nothing is pending (a pending_job_id naming a job that is gone or no
-// longer pending is cleared).
+// or nothing is pending.
 func (s *Store) ReleasePendingJob(ctx context.Context, owner, name string, forceDeploy bool) (*Job, error) {
 	if err := checkRepo(owner, name); err != nil {
 		return nil, fmt.Errorf("release pending job: %w", err)
 	}
 	repoRef := s.repoRef(owner, name)
+	pending := s.client.Collection(JobsCollection).Where("repo", "==", repoRef.ID).Where("status", "==", string(StatusPending))
 	var released *Job
 	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		released = nil
-		repo, err := getRepoDoc(tx, repoRef)
+		if _, err := getRepoDoc(tx, repoRef); err != nil {
+			return err
+		}
+		snaps, err := tx.Documents(pending).GetAll()
 		if err != nil {
 			return err
 		}
-		if repo.PendingJobID == "" {
-			return errNoPendingJob
+		var jobs []*Job
+		for _, snap := range snaps {
+			j, err := jobFromSnap(snap)
+			if err != nil {
+				return err
+			}
+			jobs = append(jobs, j)
 		}
-		jobRef := s.jobRef(repo.PendingJobID)
-		snap, err := tx.Get(jobRef)
-		var j *Job
-		switch {
-		case isNotFound(err):
-		case err != nil:
-			return err
-		default:
-			if j, err = jobFromSnap(snap); err != nil {
+		if len(jobs) == 0 {
+			return nil
+		}
+		slices.SortFunc(jobs, func(a, b *Job) int {
+			if c := a.PushedAt.Compare(b.PushedAt); c != 0 {
+				return c
+			}
+			return a.CreatedAt.Compare(b.CreatedAt)
+		})
+		newest := jobs[len(jobs)-1]
+		for _, old := range jobs[:len(jobs)-1] {
+			err := tx.Update(s.jobRef(old.ID), []firestore.Update{
+				{Path: "status", Value: string(StatusCanceled)},
+				{Path: "finished_at", Value: s.now()},
+				{Path: "error", Value: "superseded by job " + newest.ID + ", a newer push"},
+			})
+			if err != nil {
 				return err
 			}
 		}
-		if err := tx.Update(repoRef, []firestore.Update{{Path: "pending_job_id", Value: ""}}); err != nil {
-			return err
-		}
-		if j == nil || j.Status != StatusPending {
-			return nil // a stale pointer: cleared, and nothing released
-		}
-		j.Status, j.ForceDeploy = StatusQueued, forceDeploy
-		released = j
-		return tx.Update(jobRef, []firestore.Update{
+		newest.Status, newest.ForceDeploy = StatusQueued, forceDeploy
+		released = newest
+		return tx.Update(s.jobRef(newest.ID), []firestore.Update{
 			{Path: "status", Value: string(StatusQueued)},
 			{Path: "force_deploy", Value: forceDeploy},
 		})
@@ -230,7 +244,9 @@ func (s *Store) CreateDeployJob(ctx context.Context, owner, name string, now tim
 		if err != nil {
 			return err
 		}
-		if err := tx.Create(jobRef, toJobDoc(&j)); err != nil {
+		doc := toJobDoc(&j)
+		s.expire(&doc, now)
+		if err := tx.Create(jobRef, doc); err != nil {
 			return err
 		}
 		created = &j

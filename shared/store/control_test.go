@@ -12,14 +12,24 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
 )
 
-// pointers returns the repository's pending job and pending deploy ids.
+// pointers returns the repository's newest pending job (status pending)
+// and its pending deploy id.
 func (e *env) pointers(t testing.TB, owner, name string) (pending, pendingDeploy string) {
 	t.Helper()
 	r, err := e.store.Repository(e.ctx, owner, name)
 	if err != nil {
 		t.Fatalf("Repository(%s/%s): %v", owner, name, err)
 	}
-	return r.PendingJobID, r.PendingDeployJobID
+	jobs, err := e.store.Jobs(e.ctx, owner, name, 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range jobs {
+		if j.Status == store.StatusPending {
+			return j.ID, r.PendingDeployJobID
+		}
+	}
+	return "", r.PendingDeployJobID
 }
 
 func (e *env) job(t testing.TB, id string) *store.Job {
@@ -63,7 +73,7 @@ func TestReleasePendingJob(t *testing.T) {
 				t.Errorf("stored job (-want +got):\n%s", diff)
 			}
 			if p, _ := e.pointers(t, "alice", tt.repo); p != "" {
-				t.Errorf("pending_job_id = %q after the release, want empty", p)
+				t.Errorf("pending job %q after the release, want none", p)
 			}
 			if j := e.job(t, queued.ID); j.Status != store.StatusQueued || j.ForceDeploy {
 				t.Errorf("other job = %s force %t, want untouched", j.Status, j.ForceDeploy)
@@ -79,9 +89,9 @@ func TestReleasePendingJob(t *testing.T) {
 		})
 	}
 
-	t.Run("stale-pointer", func(t *testing.T) {
-		// The job pending_job_id names is no longer pending (say an operator
-		// canceled it): nothing is released and the pointer is cleared.
+	t.Run("canceled", func(t *testing.T) {
+		// The pending job is no longer pending (say an operator canceled
+		// it): nothing is released.
 		e.track(t, "alice", "stale")
 		pending := e.createJob(t, store.Job{Owner: "alice", Name: "stale", SHA: "1", DeliveryID: "stale-1", Status: store.StatusPending})
 		_, err := e.client.Collection(store.JobsCollection).Doc(pending.ID).Update(e.ctx, []firestore.Update{{Path: "status", Value: "canceled"}})
@@ -90,9 +100,6 @@ func TestReleasePendingJob(t *testing.T) {
 		}
 		if _, err := s.ReleasePendingJob(e.ctx, "alice", "stale", true); !errors.Is(err, store.ErrNotFound) {
 			t.Fatalf("ReleasePendingJob = %v, want ErrNotFound", err)
-		}
-		if p, _ := e.pointers(t, "alice", "stale"); p != "" {
-			t.Errorf("pending_job_id = %q, want the stale pointer cleared", p)
 		}
 		if j := e.job(t, pending.ID); j.Status != store.StatusCanceled || j.ForceDeploy {
 			t.Errorf("canceled job = %s force %t, want untouched", j.Status, j.ForceDeploy)
@@ -107,7 +114,7 @@ func TestMarkDeployPending(t *testing.T) {
 	e.track(t, "alice", "app")
 	var ids []string
 	for i := range 3 {
-		ids = append(ids, e.createJob(t, store.Job{Owner: "alice", Name: "app", SHA: "sha", DeliveryID: "mark-" + string(rune('a'+i))}).ID)
+		ids = append(ids, e.claimedJob(t, store.Job{Owner: "alice", Name: "app", SHA: "sha", DeliveryID: "mark-" + string(rune('a'+i))}).ID)
 	}
 	images := func(tag string) map[string]string {
 		return map[string]string{"web": "reg/web:" + tag + "@sha256:" + strings.Repeat(tag[:1], 64)}
@@ -141,7 +148,7 @@ func TestMarkDeployPending(t *testing.T) {
 
 	t.Run("untracked", func(t *testing.T) {
 		e.track(t, "alice", "gone")
-		j := e.createJob(t, store.Job{Owner: "alice", Name: "gone", SHA: "sha", DeliveryID: "gone-1"})
+		j := e.claimedJob(t, store.Job{Owner: "alice", Name: "gone", SHA: "sha", DeliveryID: "gone-1"})
 		if err := s.UntrackRepository(e.ctx, "alice", "gone"); err != nil {
 			t.Fatal(err)
 		}
@@ -181,7 +188,7 @@ func TestCreateDeployJob(t *testing.T) {
 	e := newEnv(t, testTimeout)
 	s := e.store
 	e.track(t, "Alice", "App")
-	built := e.createJob(t, store.Job{Owner: "alice", Name: "app", Ref: "refs/heads/main", SHA: "sha-2", Before: "sha-1",
+	built := e.claimedJob(t, store.Job{Owner: "alice", Name: "app", Ref: "refs/heads/main", SHA: "sha-2", Before: "sha-1",
 		DeliveryID: "deploy-1", Trigger: "push"})
 	images := map[string]string{"web": "reg/web:abc@sha256:" + strings.Repeat("a", 64), "api": "reg/api:abc@sha256:" + strings.Repeat("b", 64)}
 	if err := s.MarkDeployPending(e.ctx, built.ID, images); err != nil {
@@ -228,7 +235,7 @@ func TestCreateDeployJob(t *testing.T) {
 	}
 
 	t.Run("source-gone", func(t *testing.T) {
-		j := e.createJob(t, store.Job{Owner: "alice", Name: "app", SHA: "sha-3", DeliveryID: "deploy-3"})
+		j := e.claimedJob(t, store.Job{Owner: "alice", Name: "app", SHA: "sha-3", DeliveryID: "deploy-3"})
 		if err := s.MarkDeployPending(e.ctx, j.ID, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -300,8 +307,8 @@ func TestClearDeployPending(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testTimeout)
 	e.track(t, "alice", "clear")
-	older := e.createJob(t, store.Job{Owner: "alice", Name: "clear", SHA: "sha-1", DeliveryID: "clear-1"})
-	newer := e.createJob(t, store.Job{Owner: "alice", Name: "clear", SHA: "sha-2", DeliveryID: "clear-2"})
+	older := e.claimedJob(t, store.Job{Owner: "alice", Name: "clear", SHA: "sha-1", DeliveryID: "clear-1"})
+	newer := e.claimedJob(t, store.Job{Owner: "alice", Name: "clear", SHA: "sha-2", DeliveryID: "clear-2"})
 	img := map[string]string{"web": "r/web:1@sha256:" + strings.Repeat("a", 64)}
 	if err := e.store.MarkDeployPending(e.ctx, older.ID, img); err != nil {
 		t.Fatal(err)

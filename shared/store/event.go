@@ -52,6 +52,22 @@ type EventBatch struct {
 	// lists are independent and either may be empty.
 	V1 []*v1pb.LogEntry
 	V2 []*v2pb.Event
+	// V1Seq and V2Seq are the repository sequence numbers of V1's and V2's
+	// events, set when the batch was stored (see Sequences); AppendEvents
+	// ignores them.
+	V1Seq, V2Seq []int64
+}
+
+// LastSeq is the highest sequence number of the batch (0 for a batch
+// without sequence numbers).
+func (b EventBatch) LastSeq() int64 {
+	var last int64
+	for _, s := range [][]int64{b.V1Seq, b.V2Seq} {
+		if n := len(s); n > 0 {
+			last = max(last, s[n-1])
+		}
+	}
+	return last
 }
 
 // JobHistory is every event recorded for one job, in order.
@@ -71,7 +87,18 @@ type eventDoc struct {
 	Created   time.Time `firestore:"created,serverTimestamp"`
 	V1        [][]byte  `firestore:"v1"`
 	V2        [][]byte  `firestore:"v2"`
+	// V1Seq and V2Seq number V1's and V2's events in the repository's
+	// sequence; SeqFirst and SeqLast bound the batch's numbers.
+	V1Seq    []int64 `firestore:"v1_seq"`
+	V2Seq    []int64 `firestore:"v2_seq"`
+	SeqFirst int64   `firestore:"seq_first"`
+	SeqLast  int64   `firestore:"seq_last"`
+	// ExpireAt is when the TTL policy deletes the batch (Store.Retention).
+	ExpireAt time.Time `firestore:"expire_at,omitempty"`
 }
+
+// rawEvent is one emitted event, in either schema or both, encoded.
+type rawEvent struct{ v1, v2 []byte }
 
 func eventDocID(jobID string, chunk int) string { return fmt.Sprintf("%s-%08d", jobID, chunk) }
 
@@ -93,6 +120,9 @@ func eventDocSize(ref JobRef, docID string, v1, v2 [][]byte) int {
 	for _, b := range v2 {
 		n += len(b)
 	}
+	// Sequence numbers, their bounds and the expiry.
+	n += len("v1_seq") + 1 + len("v2_seq") + 1 + 8*(len(v1)+len(v2))
+	n += len("seq_first") + 1 + 8 + len("seq_last") + 1 + 8 + len("expire_at") + 1 + 8
 	return n
 }
 
@@ -126,7 +156,15 @@ func (s *Store) AppendEvents(ctx context.Context, b EventBatch) error {
 			return fmt.Errorf("append events of job %s: marshal v2 event %d: %w", b.Job.ID, i, err)
 		}
 	}
-	err := s.appendRaw(ctx, b.Job, b.Chunk, v1, v2)
+	// Without an order between the schemas, v1 events are numbered first.
+	var raw []rawEvent
+	for _, b := range v1 {
+		raw = append(raw, rawEvent{v1: b})
+	}
+	for _, b := range v2 {
+		raw = append(raw, rawEvent{v2: b})
+	}
+	err := s.appendRaw(ctx, b.Job, b.Chunk, raw)
 	if errors.Is(err, ErrAlreadyExists) {
 		// A Create the client retried after a lost answer finds its own
 		// document; only a different one belongs to another writer.
@@ -137,20 +175,78 @@ func (s *Store) AppendEvents(ctx context.Context, b EventBatch) error {
 	return err
 }
 
-func (s *Store) appendRaw(ctx context.Context, ref JobRef, chunk int, v1, v2 [][]byte) error {
+// appendRaw stores one chunk of a job's events and numbers them, in the
+// order emitted, with the next numbers of the repository's sequence: one
+// transaction reads and advances the repository's counter and creates
+// the chunk, so numbers are unique, gapless per repository and increase
+// in the order chunks are committed.
+func (s *Store) appendRaw(ctx context.Context, ref JobRef, chunk int, events []rawEvent) error {
 	id := eventDocID(ref.ID, chunk)
+	var v1, v2 [][]byte
+	for _, e := range events {
+		if e.v1 != nil {
+			v1 = append(v1, e.v1)
+		}
+		if e.v2 != nil {
+			v2 = append(v2, e.v2)
+		}
+	}
 	if size := eventDocSize(ref, id, v1, v2); size > MaxEventBatchBytes {
 		return fmt.Errorf("append events of job %s chunk %d: %d bytes: %w", ref.ID, chunk, size, ErrTooLarge)
 	}
 	doc := eventDoc{
 		Repo: ref.RepoKey(), JobID: ref.ID, Iteration: int64(ref.Iteration), Chunk: int64(chunk),
-		V1: nonNil(v1), V2: nonNil(v2),
+		V1: nonNil(v1), V2: nonNil(v2), V1Seq: []int64{}, V2Seq: []int64{},
 	}
-	if _, err := s.client.Collection(EventsCollection).Doc(id).Create(ctx, doc); err != nil {
+	if s.retention > 0 {
+		doc.ExpireAt = s.now().Add(s.retention)
+	}
+	chunkRef := s.client.Collection(EventsCollection).Doc(id)
+	counterRef := s.client.Collection(SequencesCollection).Doc(ref.RepoKey())
+	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
+		if _, err := tx.Get(chunkRef); err == nil {
+			return ErrAlreadyExists
+		} else if !isNotFound(err) {
+			return err
+		}
+		next := int64(1)
+		snap, err := tx.Get(counterRef)
+		switch {
+		case err == nil:
+			if v, err := snap.DataAt("next"); err == nil {
+				next, _ = v.(int64)
+			}
+		case !isNotFound(err):
+			return err
+		}
+		d := doc
+		d.V1Seq, d.V2Seq = []int64{}, []int64{}
+		d.SeqFirst = next
+		for _, e := range events {
+			if e.v1 != nil {
+				d.V1Seq = append(d.V1Seq, next)
+				next++
+			}
+			if e.v2 != nil {
+				d.V2Seq = append(d.V2Seq, next)
+				next++
+			}
+		}
+		d.SeqLast = next - 1
+		if err := tx.Create(chunkRef, d); err != nil {
+			return err
+		}
+		return tx.Set(counterRef, map[string]any{"next": next})
+	}, firestore.MaxAttempts(appendAttempts))
+	if err != nil {
 		return fmt.Errorf("append events of job %s chunk %d: %w", ref.ID, chunk, translate(err))
 	}
 	return nil
 }
+
+// appendAttempts is how often an append transaction is tried: jobs of one
+// repository that write at the same moment contend for its counter.
+const appendAttempts = 25
 
 func nonNil(b [][]byte) [][]byte {
 	if b == nil {

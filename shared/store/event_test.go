@@ -20,7 +20,7 @@ func TestAppendEvents(t *testing.T) {
 	e := newEnv(t, testTimeout)
 	s := e.store
 	e.track(t, "alice", "app")
-	job := e.createJob(t, store.Job{Owner: "alice", Name: "app", DeliveryID: "d-1"})
+	job := e.claimedJob(t, store.Job{Owner: "alice", Name: "app", DeliveryID: "d-1"})
 	ref := job.JobRef()
 	ts := timestamppb.New(t0)
 

@@ -12,6 +12,8 @@ import (
 
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/iterator"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // JobStatus is the life-cycle stage of a job.
@@ -38,10 +40,6 @@ const (
 func (s JobStatus) Finished() bool {
 	return s == StatusSucceeded || s == StatusFailed || s == StatusCanceled
 }
-
-// DeliveryTTL is how long a delivery id is remembered for de-duplication
-// (the deliveries.expire_at TTL policy deletes it afterwards).
-const DeliveryTTL = 7 * 24 * time.Hour
 
 // Job is one run of a repository's pipeline, normally for one push.
 type Job struct {
@@ -149,6 +147,12 @@ type jobDoc struct {
 	// Images is omitted when empty; jobFromSnap reads an empty map as nil.
 	Images        map[string]string `firestore:"images,omitempty"`
 	DeployPending bool              `firestore:"deploy_pending"`
+	// Published is published_at != zero, as a field the sweeps can query
+	// (Firestore cannot query a missing field).
+	Published bool `firestore:"published"`
+	// ExpireAt is when the TTL policy deletes the job (Store.Retention
+	// after it was created, and again after it finished).
+	ExpireAt time.Time `firestore:"expire_at,omitempty"`
 }
 
 func toJobDoc(j *Job) jobDoc {
@@ -160,7 +164,7 @@ func toJobDoc(j *Job) jobDoc {
 		CreatedAt: j.CreatedAt, StartedAt: j.StartedAt, FinishedAt: j.FinishedAt,
 		FinishedBy: j.FinishedBy, LeaseOwner: j.LeaseOwner, LeaseExpires: j.LeaseExpires,
 		Attempts: int64(j.Attempts), Error: j.Error,
-		PublishedAt: j.PublishedAt, MessageID: j.MessageID, HandedBack: j.HandedBack,
+		PublishedAt: j.PublishedAt, MessageID: j.MessageID, Published: !j.PublishedAt.IsZero(), HandedBack: j.HandedBack,
 		ForceDeploy: j.ForceDeploy, DeployOf: j.DeployOf, Images: j.Images, DeployPending: j.DeployPending,
 	}
 }
@@ -192,12 +196,6 @@ func nilIfEmpty(m map[string]string) map[string]string {
 	return m
 }
 
-type deliveryDoc struct {
-	JobID     string    `firestore:"job_id"`
-	CreatedAt time.Time `firestore:"created_at"`
-	ExpireAt  time.Time `firestore:"expire_at"`
-}
-
 func (s *Store) jobRef(id string) *firestore.DocumentRef {
 	return s.client.Collection(JobsCollection).Doc(id)
 }
@@ -211,17 +209,37 @@ func PushKey(repoKey, ref, before, after string, pushedAt time.Time) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// CreateJob records a new job for a tracked repository in one transaction:
-// it remembers the delivery id (if any) and the push (if PushedAt is set;
-// see PushKey), assigns the repository's next
-// iteration, points the repository's latest_job_id (and, for a pending job,
-// pending_job_id) at it, and creates the job document. A pending job
-// supersedes the repository's previous pending job, which is canceled.
+// jobKey is the id of a job whose caller gave none: the push's identity
+// (PushKey) when it has a push time, else its delivery id (a redelivery),
+// else a random id.
+func (s *Store) jobKey(j Job) string {
+	switch {
+	case !j.PushedAt.IsZero():
+		return "p-" + PushKey(j.RepoKey, j.Ref, j.Before, j.SHA, j.PushedAt)
+	case j.DeliveryID != "":
+		sum := sha256.Sum256([]byte(j.RepoKey + "\x00" + j.DeliveryID))
+		return "d-" + hex.EncodeToString(sum[:])
+	}
+	return s.client.Collection(JobsCollection).NewDoc().ID
+}
+
+// CreateJob records a new job with one write and nothing else: no
+// transaction, no write to the repository's document, so a burst of pushes
+// to one repository never queues behind itself (Firestore sustains about
+// one write per second per document). The caller checks that the
+// repository is tracked (the webhook reads it to verify the signature).
 //
-// If the delivery id or the push was seen before, nothing is written and
-// the error is a *DuplicateDeliveryError (matching ErrDuplicateDelivery)
-// naming the first job. It returns ErrNotFound if the repository is not tracked and
-// ErrAlreadyExists if a job with j.ID exists. The returned Job is j as
+// The job's id is its idempotency key (see jobKey): the same push again —
+// a redelivery, or the same signed push replayed under a new delivery id,
+// which GitHub does not sign — finds the job it made and nothing is
+// written; the error is then a *DuplicateDeliveryError (matching
+// ErrDuplicateDelivery) naming it, with Replay set when the delivery id
+// differs. It returns ErrAlreadyExists if a given j.ID is taken.
+//
+// The job gets no iteration here (0): ClaimJob numbers it when a runner
+// starts it. A pending job (auto-build off) does not supersede the
+// repository's other pending pushes here either: ReleasePendingJob
+// releases the newest and cancels the rest. The returned Job is j as
 // stored: the life-cycle and lease fields, DeployOf, Images and
 // DeployPending are cleared (deploy-only jobs come from CreateDeployJob);
 // ForceDeploy is kept.
@@ -229,8 +247,10 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 	if err := checkRepo(j.Owner, j.Name); err != nil {
 		return nil, fmt.Errorf("create job: %w", err)
 	}
-	if j.ID == "" {
-		j.ID = s.client.Collection(JobsCollection).NewDoc().ID
+	j.RepoKey = RepoKey(j.Owner, j.Name)
+	given := j.ID != ""
+	if !given {
+		j.ID = s.jobKey(j)
 	} else if err := checkID("job id", j.ID); err != nil {
 		return nil, fmt.Errorf("create job: %w", err)
 	}
@@ -249,7 +269,7 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 	if j.CreatedAt.IsZero() {
 		j.CreatedAt = s.now()
 	}
-	j.RepoKey = RepoKey(j.Owner, j.Name)
+	j.Iteration = 0
 	j.StartedAt, j.FinishedAt, j.FinishedBy = time.Time{}, time.Time{}, ""
 	j.LeaseOwner, j.LeaseExpires, j.Attempts, j.Error = "", time.Time{}, 0, ""
 	j.PublishedAt, j.MessageID = time.Time{}, ""
@@ -258,102 +278,27 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 	// ForceDeploy is a request, which a caller may make.
 	j.DeployOf, j.Images, j.DeployPending = "", nil, false
 
-	repoRef := s.repoRef(j.Owner, j.Name)
-	jobRef := s.jobRef(j.ID)
-	var deliveryRef, pushRef *firestore.DocumentRef
-	if j.DeliveryID != "" {
-		deliveryRef = s.client.Collection(DeliveriesCollection).Doc(j.DeliveryID)
+	doc := toJobDoc(&j)
+	s.expire(&doc, j.CreatedAt)
+	_, err := s.jobRef(j.ID).Create(ctx, doc)
+	if status.Code(err) == codes.AlreadyExists && !given {
+		existing, gerr := s.Job(ctx, j.ID)
+		if gerr != nil {
+			return nil, fmt.Errorf("create job %s for %s/%s: read the existing job: %w", j.ID, j.Owner, j.Name, gerr)
+		}
+		return nil, &DuplicateDeliveryError{DeliveryID: j.DeliveryID, JobID: existing.ID, Replay: existing.DeliveryID != j.DeliveryID}
 	}
-	if !j.PushedAt.IsZero() {
-		pushRef = s.client.Collection(PushesCollection).Doc(PushKey(j.RepoKey, j.Ref, j.Before, j.SHA, j.PushedAt))
-	}
-	var created Job
-	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
-		// Reads first, as transactions require. The delivery id catches a
-		// redelivery; the push identity catches the same signed push under
-		// a new delivery id (GitHub does not sign X-GitHub-Delivery).
-		for _, seen := range []struct {
-			ref    *firestore.DocumentRef
-			replay bool
-		}{{deliveryRef, false}, {pushRef, true}} {
-			if seen.ref == nil {
-				continue
-			}
-			snap, err := tx.Get(seen.ref)
-			switch {
-			case err == nil:
-				var d deliveryDoc
-				if err := snap.DataTo(&d); err != nil {
-					return fmt.Errorf("decode %s: %w", seen.ref.Parent.ID, err)
-				}
-				return &DuplicateDeliveryError{DeliveryID: j.DeliveryID, JobID: d.JobID, Replay: seen.replay}
-			case !isNotFound(err):
-				return err
-			}
-		}
-		snap, err := tx.Get(repoRef)
-		if err != nil {
-			return err
-		}
-		var repo repositoryDoc
-		if err := snap.DataTo(&repo); err != nil {
-			return fmt.Errorf("decode repository: %w", err)
-		}
-		var supersede *firestore.DocumentRef
-		if j.Status == StatusPending && repo.PendingJobID != "" {
-			old := s.jobRef(repo.PendingJobID)
-			snap, err := tx.Get(old)
-			switch {
-			case err == nil:
-				if st, _ := snap.DataAt("status"); st == string(StatusPending) {
-					supersede = old
-				}
-			case !isNotFound(err):
-				return err
-			}
-		}
-
-		job := j
-		job.Iteration = int(max(repo.NextIteration, 1))
-		updates := []firestore.Update{
-			{Path: "next_iteration", Value: int64(job.Iteration) + 1},
-			{Path: "latest_job_id", Value: job.ID},
-		}
-		if job.Status == StatusPending {
-			updates = append(updates, firestore.Update{Path: "pending_job_id", Value: job.ID})
-		}
-		if err := tx.Update(repoRef, updates); err != nil {
-			return err
-		}
-		if err := tx.Create(jobRef, toJobDoc(&job)); err != nil {
-			return err
-		}
-		d := deliveryDoc{JobID: job.ID, CreatedAt: job.CreatedAt, ExpireAt: job.CreatedAt.Add(DeliveryTTL)}
-		for _, ref := range []*firestore.DocumentRef{deliveryRef, pushRef} {
-			if ref == nil {
-				continue
-			}
-			if err := tx.Create(ref, d); err != nil {
-				return err
-			}
-		}
-		if supersede != nil {
-			err := tx.Update(supersede, []firestore.Update{
-				{Path: "status", Value: string(StatusCanceled)},
-				{Path: "finished_at", Value: job.CreatedAt},
-				{Path: "error", Value: "superseded by job " + job.ID},
-			})
-			if err != nil {
-				return err
-			}
-		}
-		created = job
-		return nil
-	})
 	if err != nil {
 		return nil, fmt.Errorf("create job %s for %s/%s: %w", j.ID, j.Owner, j.Name, translate(err))
 	}
-	return &created, nil
+	return &j, nil
+}
+
+// expire sets a job document's expiry: at + the store's retention.
+func (s *Store) expire(d *jobDoc, at time.Time) {
+	if s.retention > 0 {
+		d.ExpireAt = at.Add(s.retention)
+	}
 }
 
 // MarkJobPublished records that the Pub/Sub message messageID announced
@@ -368,6 +313,7 @@ func (s *Store) MarkJobPublished(ctx context.Context, id, messageID string, at t
 	_, err := s.jobRef(id).Update(ctx, []firestore.Update{
 		{Path: "published_at", Value: at},
 		{Path: "message_id", Value: messageID},
+		{Path: "published", Value: true},
 	})
 	if err != nil {
 		return fmt.Errorf("mark job %s published: %w", id, translate(err))
@@ -388,7 +334,8 @@ func (s *Store) Job(ctx context.Context, id string) (*Job, error) {
 }
 
 // Jobs returns up to limit jobs of the repository owner/name, newest
-// (highest iteration) first. It works for untracked repositories too.
+// (last created) first: jobs not started yet have no iteration. It works
+// for untracked repositories too.
 func (s *Store) Jobs(ctx context.Context, owner, name string, limit int) ([]Job, error) {
 	if err := checkRepo(owner, name); err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
@@ -398,7 +345,7 @@ func (s *Store) Jobs(ctx context.Context, owner, name string, limit int) ([]Job,
 	}
 	q := s.client.Collection(JobsCollection).
 		Where("repo", "==", RepoKey(owner, name)).
-		OrderBy("iteration", firestore.Desc).
+		OrderBy("created_at", firestore.Desc).
 		Limit(limit)
 	jobs, err := s.queryJobs(ctx, q)
 	if err != nil {
@@ -422,6 +369,48 @@ func (s *Store) ExpiredJobs(ctx context.Context, now time.Time, limit int) ([]Jo
 	jobs, err := s.queryJobs(ctx, q)
 	if err != nil {
 		return nil, fmt.Errorf("list expired jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// UnpublishedJobs lists queued jobs recorded before createdBefore that
+// were never published: PublicAPI answered 503 because Pub/Sub failed, or
+// died between recording and publishing (GitHub does not retry). A sweep
+// publishes them. Oldest first.
+func (s *Store) UnpublishedJobs(ctx context.Context, createdBefore time.Time, limit int) ([]Job, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list unpublished jobs: limit %d: %w", limit, ErrInvalid)
+	}
+	q := s.client.Collection(JobsCollection).
+		Where("status", "==", string(StatusQueued)).
+		Where("published", "==", false).
+		Where("created_at", "<", createdBefore).
+		OrderBy("created_at", firestore.Asc).
+		Limit(limit)
+	jobs, err := s.queryJobs(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("list unpublished jobs: %w", err)
+	}
+	return jobs, nil
+}
+
+// UnclaimedJobs lists queued jobs published before publishedBefore that no
+// runner has claimed since: their message was lost (Pub/Sub keeps
+// messages, so this is a belt to its braces: an emulator restart, a
+// deleted subscription). A sweep publishes them again; claiming makes the
+// duplicate harmless. Oldest first.
+func (s *Store) UnclaimedJobs(ctx context.Context, publishedBefore time.Time, limit int) ([]Job, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("list unclaimed jobs: limit %d: %w", limit, ErrInvalid)
+	}
+	q := s.client.Collection(JobsCollection).
+		Where("status", "==", string(StatusQueued)).
+		Where("published_at", "<", publishedBefore).
+		OrderBy("published_at", firestore.Asc).
+		Limit(limit)
+	jobs, err := s.queryJobs(ctx, q)
+	if err != nil {
+		return nil, fmt.Errorf("list unclaimed jobs: %w", err)
 	}
 	return jobs, nil
 }
@@ -478,6 +467,26 @@ func (s *Store) ClaimJob(ctx context.Context, id, owner string, lease time.Durat
 		case j.Status == StatusRunning && j.LeaseOwner != owner && !now.After(j.LeaseExpires):
 			return ErrLeased
 		}
+		// A job is numbered when it first starts, off the webhook's path:
+		// the repository's counter is read and advanced here, once per
+		// job, at the rate runners start jobs.
+		var repoUpdates []firestore.Update
+		repoRef := s.repoRef(j.Owner, j.Name)
+		if j.Iteration == 0 {
+			rsnap, err := tx.Get(repoRef)
+			switch {
+			case err == nil:
+				next, _ := rsnap.DataAt("next_iteration")
+				n, _ := next.(int64)
+				j.Iteration = int(max(n, 1))
+				repoUpdates = []firestore.Update{
+					{Path: "next_iteration", Value: int64(j.Iteration) + 1},
+					{Path: "latest_job_id", Value: j.ID},
+				}
+			case !isNotFound(err):
+				return err
+			}
+		}
 		j.Status = StatusRunning
 		j.LeaseOwner = owner
 		j.LeaseExpires = now.Add(lease)
@@ -492,6 +501,12 @@ func (s *Store) ClaimJob(ctx context.Context, id, owner string, lease time.Durat
 		if j.StartedAt.IsZero() {
 			j.StartedAt = now
 			updates = append(updates, firestore.Update{Path: "started_at", Value: now})
+		}
+		if repoUpdates != nil {
+			updates = append(updates, firestore.Update{Path: "iteration", Value: int64(j.Iteration)})
+			if err := tx.Update(repoRef, repoUpdates); err != nil {
+				return err
+			}
 		}
 		claimed = j
 		return tx.Update(ref, updates)
@@ -589,14 +604,18 @@ func (s *Store) FinishJob(ctx context.Context, id, owner string, st JobStatus, e
 		if j.Status != StatusRunning || j.LeaseOwner != owner {
 			return ErrLeaseLost
 		}
-		return tx.Update(ref, []firestore.Update{
+		updates := []firestore.Update{
 			{Path: "status", Value: string(st)},
 			{Path: "error", Value: errMsg},
 			{Path: "finished_at", Value: now},
 			{Path: "finished_by", Value: owner},
 			{Path: "lease_owner", Value: ""},
 			{Path: "lease_expires", Value: firestore.Delete},
-		})
+		}
+		if s.retention > 0 {
+			updates = append(updates, firestore.Update{Path: "expire_at", Value: now.Add(s.retention)})
+		}
+		return tx.Update(ref, updates)
 	})
 	if err != nil {
 		return fmt.Errorf("finish job %s: %w", id, translate(err))

@@ -27,8 +27,9 @@ func TestCreateJob(t *testing.T) {
 	if got.ID == "" {
 		t.Fatalf("CreateJob returned no id")
 	}
+	// No iteration yet: ClaimJob numbers a job when it starts.
 	want := in
-	want.ID, want.RepoKey, want.Iteration, want.Status, want.CreatedAt = got.ID, "alice~app", 1, store.StatusQueued, t0
+	want.ID, want.RepoKey, want.Iteration, want.Status, want.CreatedAt = got.ID, "alice~app", 0, store.StatusQueued, t0
 	if diff := cmp.Diff(&want, got); diff != "" {
 		t.Errorf("CreateJob() (-want +got):\n%s", diff)
 	}
@@ -39,29 +40,26 @@ func TestCreateJob(t *testing.T) {
 	if diff := cmp.Diff(&want, stored); diff != "" {
 		t.Errorf("Job() (-want +got):\n%s", diff)
 	}
+	// One write, to the job's own document: the repository is untouched.
 	repo, err := s.Repository(e.ctx, "alice", "app")
 	if err != nil {
 		t.Fatalf("Repository: %v", err)
 	}
-	if repo.LatestJobID != got.ID || repo.PendingJobID != "" || repo.NextIteration != 2 {
-		t.Errorf("repository after CreateJob: latest %q pending %q next %d; want %q, \"\", 2",
-			repo.LatestJobID, repo.PendingJobID, repo.NextIteration, got.ID)
+	if repo.LatestJobID != "" || repo.NextIteration != 1 {
+		t.Errorf("repository after CreateJob: latest %q next %d; want untouched (\"\", 1)", repo.LatestJobID, repo.NextIteration)
 	}
-	snap, err := e.client.Collection(store.DeliveriesCollection).Doc(in.DeliveryID).Get(e.ctx)
+	snap, err := e.client.Collection(store.JobsCollection).Doc(got.ID).Get(e.ctx)
 	if err != nil {
-		t.Fatalf("raw delivery: %v", err)
+		t.Fatal(err)
 	}
-	if d := snap.Data(); d["job_id"] != got.ID || !d["expire_at"].(time.Time).Equal(t0.Add(7*24*time.Hour)) {
-		t.Errorf("delivery document = %v; want job_id %s and expire_at %v", d, got.ID, t0.Add(7*24*time.Hour))
+	if d := snap.Data(); d["published"] != false || !d["expire_at"].(time.Time).Equal(t0.Add(store.DefaultRetention)) {
+		t.Errorf("job document = published %v expire_at %v; want false and %v", d["published"], d["expire_at"], t0.Add(store.DefaultRetention))
 	}
 
 	t.Run("execute-without-delivery", func(t *testing.T) {
 		j := e.createJob(t, store.Job{ID: "exec-1", Owner: "alice", Name: "app", SHA: "sha-1", Trigger: "execute"})
-		if j.ID != "exec-1" || j.Iteration != 2 {
-			t.Errorf("CreateJob(execute) = id %q iteration %d, want exec-1, 2", j.ID, j.Iteration)
-		}
-		if n := e.count(t, store.DeliveriesCollection, "", nil); n != 1 {
-			t.Errorf("deliveries = %d, want 1 (execute records none)", n)
+		if j.ID != "exec-1" || j.Iteration != 0 {
+			t.Errorf("CreateJob(execute) = id %q iteration %d, want exec-1, 0", j.ID, j.Iteration)
 		}
 	})
 
@@ -70,7 +68,6 @@ func TestCreateJob(t *testing.T) {
 		job  store.Job
 		want error
 	}{
-		{name: "not-tracked", job: store.Job{Owner: "bob", Name: "app", DeliveryID: "d-x"}, want: store.ErrNotFound},
 		{name: "id-taken", job: store.Job{ID: got.ID, Owner: "alice", Name: "app"}, want: store.ErrAlreadyExists},
 		{name: "status-running", job: store.Job{Owner: "alice", Name: "app", Status: store.StatusRunning}, want: store.ErrInvalid},
 		{name: "bad-id", job: store.Job{ID: "a/b", Owner: "alice", Name: "app"}, want: store.ErrInvalid},
@@ -88,9 +85,6 @@ func TestCreateJob(t *testing.T) {
 	if n := e.count(t, store.JobsCollection, "", nil); n != 2 {
 		t.Errorf("jobs = %d, want 2", n)
 	}
-	if r, err := s.Repository(e.ctx, "alice", "app"); err != nil || r.NextIteration != 3 {
-		t.Errorf("NextIteration = %v (%v), want 3", r.NextIteration, err)
-	}
 }
 
 func TestCreateJobDuplicateDelivery(t *testing.T) {
@@ -106,14 +100,28 @@ func TestCreateJobDuplicateDelivery(t *testing.T) {
 			t.Fatalf("second CreateJob = %v, want ErrDuplicateDelivery", err)
 		}
 		var dup *store.DuplicateDeliveryError
-		if !errors.As(err, &dup) || dup.JobID != first.ID || dup.DeliveryID != "seq" {
-			t.Fatalf("second CreateJob error = %#v, want a DuplicateDeliveryError for job %s", err, first.ID)
+		if !errors.As(err, &dup) || dup.JobID != first.ID || dup.DeliveryID != "seq" || dup.Replay {
+			t.Fatalf("second CreateJob error = %#v, want a DuplicateDeliveryError for job %s, no replay", err, first.ID)
 		}
 		if n := e.count(t, store.JobsCollection, "delivery_id", "seq"); n != 1 {
 			t.Errorf("jobs of the delivery = %d, want 1", n)
 		}
-		if n := e.count(t, store.DeliveriesCollection, "job_id", first.ID); n != 1 {
-			t.Errorf("deliveries = %d, want 1", n)
+	})
+
+	t.Run("replay", func(t *testing.T) {
+		// The same push (its signed identity, push time included) under a
+		// new delivery id.
+		push := store.Job{Owner: "alice", Name: "app", Ref: "refs/heads/main", Before: "x", SHA: "y", PushedAt: t0, DeliveryID: "orig"}
+		first := e.createJob(t, push)
+		push.DeliveryID = "replayed"
+		_, err := s.CreateJob(e.ctx, push)
+		var dup *store.DuplicateDeliveryError
+		if !errors.As(err, &dup) || dup.JobID != first.ID || !dup.Replay {
+			t.Fatalf("replayed push = %v, want a replay of %s", err, first.ID)
+		}
+		push.PushedAt = t0.Add(time.Minute) // the same change pushed again later
+		if _, err := s.CreateJob(e.ctx, push); err != nil {
+			t.Errorf("a later push of the same change = %v, want a new job", err)
 		}
 	})
 
@@ -159,61 +167,75 @@ func TestCreateJobDuplicateDelivery(t *testing.T) {
 		if got := e.count(t, store.JobsCollection, "delivery_id", "conc"); got != 1 {
 			t.Errorf("jobs of the delivery = %d, want 1", got)
 		}
-		if got := e.count(t, store.DeliveriesCollection, "job_id", winner.ID); got != 1 {
-			t.Errorf("deliveries = %d, want 1", got)
-		}
 	})
-
-	// Two jobs in all, so iterations were spent only on them.
-	if r, err := s.Repository(e.ctx, "alice", "app"); err != nil || r.NextIteration != 3 {
-		t.Errorf("NextIteration = %v (%v), want 3", r.NextIteration, err)
-	}
-	if n := e.count(t, store.JobsCollection, "", nil); n != 2 {
-		t.Errorf("jobs = %d, want 2", n)
+	if n := e.count(t, store.JobsCollection, "", nil); n != 4 {
+		t.Errorf("jobs = %d, want 4", n)
 	}
 }
 
-func TestCreateJobIterations(t *testing.T) {
+// TestClaimNumbersJobs: a job gets its iteration when it is first
+// claimed, in the order jobs start, per repository; renewing the claim or
+// taking the job over keeps it.
+func TestClaimNumbersJobs(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testTimeout)
 	e.track(t, "alice", "app")
 	e.track(t, "bob", "app")
-
-	var got []string
-	for i, owner := range []string{"alice", "bob", "alice", "alice", "bob"} {
-		j := e.createJob(t, store.Job{Owner: owner, Name: "app", DeliveryID: fmt.Sprintf("d-%d", i)})
-		got = append(got, fmt.Sprintf("%s:%d", owner, j.Iteration))
+	var ids []string
+	owners := []string{"alice", "bob", "alice", "alice", "bob"}
+	for i, owner := range owners {
+		ids = append(ids, e.createJob(t, store.Job{Owner: owner, Name: "app", DeliveryID: fmt.Sprintf("d-%d", i)}).ID)
 	}
-	want := []string{"alice:1", "bob:1", "alice:2", "alice:3", "bob:2"}
+	var got []string
+	for _, i := range []int{3, 1, 0, 4, 2} { // claimed in another order than created
+		j, err := e.store.ClaimJob(e.ctx, ids[i], "runner", time.Minute, t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, fmt.Sprintf("%s:%d", owners[i], j.Iteration))
+	}
+	want := []string{"alice:1", "bob:1", "alice:2", "bob:2", "alice:3"}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("iterations (-want +got):\n%s", diff)
+		t.Errorf("iterations in claim order (-want +got):\n%s", diff)
+	}
+	again, err := e.store.ClaimJob(e.ctx, ids[3], "other-runner", time.Minute, t0.Add(2*time.Minute))
+	if err != nil || again.Iteration != 1 {
+		t.Errorf("takeover = iteration %v (%v), want 1 kept", again, err)
+	}
+	r, err := e.store.Repository(e.ctx, "alice", "app")
+	if err != nil || r.NextIteration != 4 || r.LatestJobID != ids[2] {
+		t.Errorf("alice/app next %d latest %q (%v), want 4, %s", r.NextIteration, r.LatestJobID, err, ids[2])
 	}
 }
 
-func TestCreateJobPending(t *testing.T) {
+// TestPendingNewestWins: pushes made while auto-build is off wait; the
+// release queues the newest push (by push time) and cancels the older ones.
+func TestPendingNewestWins(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testTimeout)
 	s := e.store
 	e.track(t, "alice", "app")
 
-	first := e.createJob(t, store.Job{Owner: "alice", Name: "app", SHA: "1", DeliveryID: "d-1", Status: store.StatusPending})
-	second := e.createJob(t, store.Job{Owner: "alice", Name: "app", SHA: "2", DeliveryID: "d-2", Status: store.StatusPending})
+	// Recorded out of push order, as concurrent deliveries can be.
+	second := e.createJob(t, store.Job{Owner: "alice", Name: "app", Ref: "refs/heads/main", SHA: "2", PushedAt: t0.Add(time.Second), DeliveryID: "d-2", Status: store.StatusPending})
+	first := e.createJob(t, store.Job{Owner: "alice", Name: "app", Ref: "refs/heads/main", SHA: "1", PushedAt: t0, DeliveryID: "d-1", Status: store.StatusPending})
 	queued := e.createJob(t, store.Job{Owner: "alice", Name: "app", SHA: "3", DeliveryID: "d-3"})
-
-	r, err := s.Repository(e.ctx, "alice", "app")
-	if err != nil {
-		t.Fatalf("Repository: %v", err)
+	for _, j := range []*store.Job{first, second} {
+		if got, _ := s.Job(e.ctx, j.ID); got.Status != store.StatusPending {
+			t.Errorf("job %s = %s before the release, want pending (nothing is superseded while recording)", j.ID, got.Status)
+		}
 	}
-	if r.PendingJobID != second.ID || r.LatestJobID != queued.ID {
-		t.Errorf("pending, latest = %s, %s; want %s, %s", r.PendingJobID, r.LatestJobID, second.ID, queued.ID)
+	released, err := s.ReleasePendingJob(e.ctx, "alice", "app", false)
+	if err != nil || released.ID != second.ID {
+		t.Fatalf("ReleasePendingJob = %v, %v; want the newest push %s", released, err, second.ID)
 	}
 	tests := []struct {
 		id        string
 		want      store.JobStatus
 		wantError string
 	}{
-		{first.ID, store.StatusCanceled, "superseded by job " + second.ID},
-		{second.ID, store.StatusPending, ""},
+		{first.ID, store.StatusCanceled, "superseded by job " + second.ID + ", a newer push"},
+		{second.ID, store.StatusQueued, ""},
 		{queued.ID, store.StatusQueued, ""},
 	}
 	for _, tt := range tests {
@@ -234,7 +256,8 @@ func TestJobs(t *testing.T) {
 	e.track(t, "alice", "app")
 	e.track(t, "alice", "other")
 	for i := range 5 {
-		e.createJob(t, store.Job{Owner: "alice", Name: "app", SHA: fmt.Sprint(i + 1), DeliveryID: fmt.Sprintf("app-%d", i)})
+		e.createJob(t, store.Job{Owner: "alice", Name: "app", SHA: fmt.Sprint(i + 1), DeliveryID: fmt.Sprintf("app-%d", i),
+			CreatedAt: t0.Add(time.Duration(i) * time.Second)})
 	}
 	e.createJob(t, store.Job{Owner: "alice", Name: "other", DeliveryID: "other-1"})
 
@@ -334,6 +357,7 @@ func TestJobLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := *job
+	want.Iteration = 1 // numbered by its first claim
 	want.Status, want.Attempts, want.Error = store.StatusFailed, 3, "helm: timed out"
 	want.StartedAt, want.FinishedAt, want.FinishedBy = at(0), at(60), "b"
 	if diff := cmp.Diff(&want, final); diff != "" {

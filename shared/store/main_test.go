@@ -89,6 +89,18 @@ func (e *env) createJob(t testing.TB, j store.Job) *store.Job {
 	return got
 }
 
+// claimedJob creates j and claims it as a runner starting it would, so
+// it has its iteration: jobs that record images or events are running.
+func (e *env) claimedJob(t testing.TB, j store.Job) *store.Job {
+	t.Helper()
+	created := e.createJob(t, j)
+	claimed, err := e.store.ClaimJob(e.ctx, created.ID, "test-runner", time.Hour, t0)
+	if err != nil {
+		t.Fatalf("ClaimJob(%s): %v", created.ID, err)
+	}
+	return claimed
+}
+
 // count returns the number of documents in a collection, optionally only
 // those whose field equals value.
 func (e *env) count(t testing.TB, collection, field string, value any) int {

@@ -36,9 +36,6 @@ type Repository struct {
 	NextIteration int
 	// LatestJobID is the newest job of the repository, if any.
 	LatestJobID string
-	// PendingJobID is the newest job waiting for Execute because
-	// auto-build is off, if any.
-	PendingJobID string
 	// PendingDeployJobID is the newest job that built images but left
 	// their deploy to an Execute request because auto-deploy is off, if
 	// any (see MarkDeployPending and CreateDeployJob).
@@ -46,6 +43,9 @@ type Repository struct {
 	// Policy is the repository's deploy policy. TrackRepository stores
 	// DefaultPolicy when it has no namespace.
 	Policy Policy
+	// Deployed maps each unit to the commit a job last deployed it at
+	// successfully (RecordDeployed): the base of the unit's paths filter.
+	Deployed map[string]string
 }
 
 // Key returns the repository's document id (see RepoKey).
@@ -74,11 +74,12 @@ type repositoryDoc struct {
 	Triggers      triggersDoc `firestore:"triggers"`
 	NextIteration int64       `firestore:"next_iteration"`
 	LatestJobID   string      `firestore:"latest_job_id"`
-	PendingJobID  string      `firestore:"pending_job_id"`
 	// Written by MarkDeployPending and CreateDeployJob.
 	PendingDeployJobID string `firestore:"pending_deploy_job_id"`
 	// Missing in documents written before deploy policies existed.
 	Policy *policyDoc `firestore:"policy,omitempty"`
+	// Written by RecordDeployed.
+	Deployed map[string]string `firestore:"deployed,omitempty"`
 	// Missing in documents written before callers were recorded.
 	TrackedByCaller string `firestore:"tracked_by_caller"`
 }
@@ -236,9 +237,9 @@ func (s *Store) repositoryFromSnap(snap *firestore.DocumentSnapshot) (*Repositor
 		Triggers:           d.Triggers.triggers(),
 		NextIteration:      int(d.NextIteration),
 		LatestJobID:        d.LatestJobID,
-		PendingJobID:       d.PendingJobID,
 		PendingDeployJobID: d.PendingDeployJobID,
 		Policy:             d.Policy.policy(d.Owner, d.Name),
+		Deployed:           d.Deployed,
 	}, nil
 }
 
@@ -279,6 +280,31 @@ func (s *Store) SetPolicy(ctx context.Context, owner, name string, p Policy) err
 	_, err := s.repoRef(owner, name).Update(ctx, []firestore.Update{{Path: "policy", Value: toPolicyDoc(p)}})
 	if err != nil {
 		return fmt.Errorf("set policy of %s/%s: %w", owner, name, translate(err))
+	}
+	return nil
+}
+
+// RecordDeployed records that a job successfully deployed (or, without a
+// chart, built) units of owner/name at commit sha, one field per unit, so
+// later pushes compare each unit's paths with what it actually runs. A
+// repository no longer tracked is not an error.
+func (s *Store) RecordDeployed(ctx context.Context, owner, name string, units []string, sha string) error {
+	if err := checkRepo(owner, name); err != nil {
+		return fmt.Errorf("record deployed: %w", err)
+	}
+	if len(units) == 0 {
+		return nil
+	}
+	var updates []firestore.Update
+	for _, u := range units {
+		if u == "" || strings.ContainsAny(u, ".`") {
+			return fmt.Errorf("record deployed %s/%s: unit %q: %w", owner, name, u, ErrInvalid)
+		}
+		updates = append(updates, firestore.Update{FieldPath: firestore.FieldPath{"deployed", u}, Value: sha})
+	}
+	_, err := s.repoRef(owner, name).Update(ctx, updates)
+	if err != nil && !isNotFound(err) {
+		return fmt.Errorf("record deployed %s/%s: %w", owner, name, translate(err))
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package store_test
 import (
 	"bytes"
 	"errors"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -231,7 +232,7 @@ func TestUntrackRepositoryKeepsHistory(t *testing.T) {
 	e := newEnv(t, testTimeout)
 	s := e.store
 	e.track(t, "alice", "app")
-	job := e.createJob(t, store.Job{Owner: "alice", Name: "app", SHA: "abc", DeliveryID: "d-1", Trigger: "push"})
+	job := e.claimedJob(t, store.Job{Owner: "alice", Name: "app", SHA: "abc", DeliveryID: "d-1", Trigger: "push"})
 	v1, v2 := logLine(1)
 	if err := s.AppendEvents(e.ctx, store.EventBatch{Job: job.JobRef(), V1: []*v1pb.LogEntry{v1}, V2: []*v2pb.Event{v2}}); err != nil {
 		t.Fatalf("AppendEvents: %v", err)
@@ -248,12 +249,6 @@ func TestUntrackRepositoryKeepsHistory(t *testing.T) {
 	}
 	if _, err := s.Repository(e.ctx, "alice", "app"); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("Repository(untracked) = %v, want ErrNotFound", err)
-	}
-	if _, err := s.CreateJob(e.ctx, store.Job{Owner: "alice", Name: "app", DeliveryID: "d-2"}); !errors.Is(err, store.ErrNotFound) {
-		t.Errorf("CreateJob(untracked) = %v, want ErrNotFound", err)
-	}
-	if n := e.count(t, store.DeliveriesCollection, "", nil); n != 1 {
-		t.Errorf("CreateJob(untracked) left %d deliveries, want 1", n)
 	}
 
 	// History survives.
@@ -279,7 +274,7 @@ func TestUntrackRepositoryKeepsHistory(t *testing.T) {
 	if r.NextIteration != 2 {
 		t.Errorf("NextIteration after re-tracking = %d, want 2", r.NextIteration)
 	}
-	if j := e.createJob(t, store.Job{Owner: "alice", Name: "app", DeliveryID: "d-3"}); j.Iteration != 2 {
+	if j := e.claimedJob(t, store.Job{Owner: "alice", Name: "app", DeliveryID: "d-3"}); j.Iteration != 2 {
 		t.Errorf("Iteration after re-tracking = %d, want 2", j.Iteration)
 	}
 }
@@ -541,5 +536,30 @@ func assertAbsent(t *testing.T, v any, s string) {
 		for _, x := range v {
 			assertAbsent(t, x, s)
 		}
+	}
+}
+
+func TestRecordDeployed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	e.track(t, "alice", "app")
+	if err := e.store.RecordDeployed(e.ctx, "Alice", "App", []string{"api", "web"}, "sha-1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.RecordDeployed(e.ctx, "alice", "app", []string{"web"}, "sha-2"); err != nil {
+		t.Fatal(err)
+	}
+	r, err := e.store.Repository(e.ctx, "alice", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string]string{"api": "sha-1", "web": "sha-2"}; !maps.Equal(r.Deployed, want) {
+		t.Errorf("Deployed = %v, want %v", r.Deployed, want)
+	}
+	if err := e.store.RecordDeployed(e.ctx, "alice", "gone", []string{"api"}, "x"); err != nil {
+		t.Errorf("RecordDeployed(untracked) = %v, want nil", err)
+	}
+	if err := e.store.RecordDeployed(e.ctx, "alice", "app", []string{"a.b"}, "x"); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("RecordDeployed(dotted unit) = %v, want ErrInvalid", err)
 	}
 }

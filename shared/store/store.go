@@ -20,6 +20,7 @@ const (
 	TokensCollection       = "tokens"
 	DeliveriesCollection   = "deliveries"
 	PushesCollection       = "pushes"
+	SequencesCollection    = "sequences"
 	JobsCollection         = "jobs"
 	EventsCollection       = "events"
 	StatesCollection       = "states"
@@ -80,9 +81,21 @@ func (e *DuplicateDeliveryError) Is(target error) bool { return target == ErrDup
 // Store reads and writes kube-git-deploy's records in Firestore. It is safe
 // for concurrent use. The Firestore client is owned by the caller.
 type Store struct {
-	client *firestore.Client
-	box    *secret.Box
-	now    func() time.Time
+	client    *firestore.Client
+	box       *secret.Box
+	now       func() time.Time
+	retention time.Duration
+}
+
+// DefaultRetention is how long events and finished jobs are kept.
+const DefaultRetention = 30 * 24 * time.Hour
+
+// WithRetention makes the documents of events and jobs carry expire_at =
+// written + d, which Firestore's TTL policies (terraform/firestore.tf)
+// delete after; 0 keeps them forever. New uses DefaultRetention. A
+// repository's latest state never expires.
+func WithRetention(d time.Duration) Option {
+	return func(s *Store) { s.retention = d }
 }
 
 // Option configures a Store.
@@ -103,12 +116,15 @@ func New(client *firestore.Client, box *secret.Box, opts ...Option) (*Store, err
 	if box == nil {
 		return nil, fmt.Errorf("new store: nil secret box: %w", ErrInvalid)
 	}
-	s := &Store{client: client, box: box, now: time.Now}
+	s := &Store{client: client, box: box, now: time.Now, retention: DefaultRetention}
 	for _, o := range opts {
 		o(s)
 	}
 	if s.now == nil {
 		return nil, fmt.Errorf("new store: nil clock: %w", ErrInvalid)
+	}
+	if s.retention < 0 {
+		return nil, fmt.Errorf("new store: negative retention: %w", ErrInvalid)
 	}
 	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"cloud.google.com/go/firestore"
 	"google.golang.org/api/iterator"
@@ -16,24 +17,37 @@ import (
 	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
 )
 
-// WatchEvents calls fn with every stored event batch in scope, oldest
-// first, then with each new batch as it is written, until ctx ends or fn
-// returns an error. One Firestore listener serves both the replay and the
-// live part, so there is no gap and no duplicate between them. scope is
-// "owner/name" for one repository, or "" for all of them. Batches are
-// ordered by their commit time; a job's own batches keep their order
-// because each is written after the previous one.
+// From says where reading a scope's events starts.
+type From struct {
+	// AfterSeq, for a one-repository scope, starts after this number of
+	// the repository's sequence: only events numbered higher are
+	// delivered, so a client resumes exactly where it stopped. Batches
+	// stored before sequence numbers existed are never delivered then.
+	AfterSeq int64
+	// Since starts with the batches committed at or after it (any scope);
+	// zero is from the first. Ignored with AfterSeq.
+	Since time.Time
+}
+
+// WatchEvents calls fn with every stored event batch in scope from from,
+// oldest first, then with each new batch as it is written, until ctx ends
+// or fn returns an error. One Firestore listener serves both the replay
+// and the live part, so there is no gap and no duplicate between them.
+// scope is "owner/name" for one repository, or "" for all of them.
 //
-// In production, a scoped watch needs the composite index events(repo
-// ASC, created ASC) (terraform/firestore.tf).
-func (s *Store) WatchEvents(ctx context.Context, scope string, fn func(EventBatch) error) error {
-	q := s.client.Collection(EventsCollection).OrderBy("created", firestore.Asc)
-	if scope != "" {
-		owner, name, ok := strings.Cut(scope, "/")
-		if !ok || checkRepo(owner, name) != nil {
-			return fmt.Errorf("watch events of %q: %w", scope, ErrInvalid)
-		}
-		q = s.client.Collection(EventsCollection).Where("repo", "==", RepoKey(owner, name)).OrderBy("created", firestore.Asc)
+// Order: a repository's batches arrive in the order they were committed,
+// which is the order of their sequence numbers (AppendEvents numbers them
+// in the same transaction); with all repositories in scope, batches of
+// different repositories are ordered by Firestore's commit time, ties
+// broken by document id, so two watchers always see the same order.
+//
+// In production a scoped watch needs the composite indexes events(repo
+// ASC, created ASC) and events(repo ASC, seq_last ASC)
+// (terraform/firestore.tf).
+func (s *Store) WatchEvents(ctx context.Context, scope string, from From, fn func(EventBatch) error) error {
+	q, err := s.eventsQuery(scope, from)
+	if err != nil {
+		return err
 	}
 	it := q.Snapshots(ctx)
 	defer it.Stop()
@@ -49,14 +63,121 @@ func (s *Store) WatchEvents(ctx context.Context, scope string, fn func(EventBatc
 			if ch.Kind != firestore.DocumentAdded {
 				continue
 			}
-			b, err := decodeBatch(ch.Doc)
-			if err != nil {
-				return err
-			}
-			if err := fn(b); err != nil {
+			if err := deliver(ch.Doc, from, fn); err != nil {
 				return err
 			}
 		}
+	}
+}
+
+// ReadEvents calls fn with every batch stored in scope from from, in the
+// order WatchEvents delivers them, and returns: a one-time read (exports,
+// a job's history) that does not follow new events.
+func (s *Store) ReadEvents(ctx context.Context, scope string, from From, fn func(EventBatch) error) error {
+	q, err := s.eventsQuery(scope, from)
+	if err != nil {
+		return err
+	}
+	it := q.Documents(ctx)
+	defer it.Stop()
+	for {
+		snap, err := it.Next()
+		if errors.Is(err, iterator.Done) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read events: %w", translate(err))
+		}
+		if err := deliver(snap, from, fn); err != nil {
+			return err
+		}
+	}
+}
+
+// eventsQuery is the query of scope's batches from from.
+func (s *Store) eventsQuery(scope string, from From) (firestore.Query, error) {
+	events := s.client.Collection(EventsCollection)
+	if scope == "" {
+		if from.AfterSeq > 0 {
+			return firestore.Query{}, fmt.Errorf("watch events: a sequence number needs a repository scope: %w", ErrInvalid)
+		}
+		q := events.OrderBy("created", firestore.Asc)
+		if !from.Since.IsZero() {
+			q = events.Where("created", ">=", from.Since).OrderBy("created", firestore.Asc)
+		}
+		return q.OrderBy(firestore.DocumentID, firestore.Asc), nil
+	}
+	owner, name, ok := strings.Cut(scope, "/")
+	if !ok || checkRepo(owner, name) != nil {
+		return firestore.Query{}, fmt.Errorf("watch events of %q: %w", scope, ErrInvalid)
+	}
+	repo := events.Where("repo", "==", RepoKey(owner, name))
+	switch {
+	case from.AfterSeq > 0:
+		return repo.Where("seq_last", ">", from.AfterSeq).OrderBy("seq_last", firestore.Asc), nil
+	case !from.Since.IsZero():
+		return repo.Where("created", ">=", from.Since).OrderBy("created", firestore.Asc), nil
+	}
+	return repo.OrderBy("created", firestore.Asc), nil
+}
+
+// deliver decodes a batch and hands it to fn, without the events at or
+// before from.AfterSeq (a batch can straddle the resume position).
+func deliver(snap *firestore.DocumentSnapshot, from From, fn func(EventBatch) error) error {
+	b, err := decodeBatch(snap)
+	if err != nil {
+		return err
+	}
+	if from.AfterSeq > 0 {
+		b = b.after(from.AfterSeq)
+		if len(b.V1)+len(b.V2) == 0 {
+			return nil
+		}
+	}
+	return fn(b)
+}
+
+// after returns b without its events numbered at most seq.
+func (b EventBatch) after(seq int64) EventBatch {
+	out := EventBatch{Job: b.Job, Chunk: b.Chunk}
+	for i, e := range b.V1 {
+		if i < len(b.V1Seq) && b.V1Seq[i] > seq {
+			out.V1, out.V1Seq = append(out.V1, e), append(out.V1Seq, b.V1Seq[i])
+		}
+	}
+	for i, e := range b.V2 {
+		if i < len(b.V2Seq) && b.V2Seq[i] > seq {
+			out.V2, out.V2Seq = append(out.V2, e), append(out.V2Seq, b.V2Seq[i])
+		}
+	}
+	return out
+}
+
+// IterationStart returns the sequence number just before the first event
+// of owner/name's iteration: From{AfterSeq: it} replays from that
+// iteration on. It returns ErrNotFound when the iteration has no numbered
+// events (yet).
+func (s *Store) IterationStart(ctx context.Context, owner, name string, iteration int) (int64, error) {
+	if err := checkRepo(owner, name); err != nil {
+		return 0, fmt.Errorf("iteration start: %w", err)
+	}
+	snaps, err := s.client.Collection(JobsCollection).Where("repo", "==", RepoKey(owner, name)).
+		Where("iteration", "==", iteration).Limit(1).Documents(ctx).GetAll()
+	if err != nil {
+		return 0, fmt.Errorf("iteration %d of %s/%s: %w", iteration, owner, name, translate(err))
+	}
+	if len(snaps) == 0 {
+		return 0, fmt.Errorf("iteration %d of %s/%s: %w", iteration, owner, name, ErrNotFound)
+	}
+	snap, err := s.eventRef(snaps[0].Ref.ID, 0).Get(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("iteration %d of %s/%s: first events: %w", iteration, owner, name, translate(err))
+	}
+	first, err := snap.DataAt("seq_first")
+	if n, ok := first.(int64); err != nil || !ok || n == 0 {
+		return 0, fmt.Errorf("iteration %d of %s/%s: events without sequence numbers: %w", iteration, owner, name, ErrNotFound)
+	} else {
+		return n - 1, nil
 	}
 }
 
@@ -66,7 +187,8 @@ func decodeBatch(snap *firestore.DocumentSnapshot) (EventBatch, error) {
 		return EventBatch{}, fmt.Errorf("decode events %s: %w", snap.Ref.ID, err)
 	}
 	owner, name, _ := strings.Cut(d.Repo, "~")
-	b := EventBatch{Job: JobRef{ID: d.JobID, Owner: owner, Name: name, Iteration: int(d.Iteration)}, Chunk: int(d.Chunk)}
+	b := EventBatch{Job: JobRef{ID: d.JobID, Owner: owner, Name: name, Iteration: int(d.Iteration)}, Chunk: int(d.Chunk),
+		V1Seq: d.V1Seq, V2Seq: d.V2Seq}
 	for i, raw := range d.V1 {
 		e := new(v1pb.LogEntry)
 		if err := proto.Unmarshal(raw, e); err != nil {

@@ -33,7 +33,7 @@ func TestWatchEvents(t *testing.T) {
 		got := make(chan string, 16)
 		done := make(chan error, 1)
 		go func() {
-			done <- e.store.WatchEvents(ctx, scope, func(b store.EventBatch) error {
+			done <- e.store.WatchEvents(ctx, scope, store.From{}, func(b store.EventBatch) error {
 				for _, le := range b.V1 {
 					got <- le.GetEntry()
 				}
@@ -83,7 +83,7 @@ func TestWatchEvents(t *testing.T) {
 			t.Errorf("WatchEvents after cancel = %v, want context.Canceled", err)
 		}
 	}
-	if err := e.store.WatchEvents(e.ctx, "not a repo", func(store.EventBatch) error { return nil }); !errors.Is(err, store.ErrInvalid) {
+	if err := e.store.WatchEvents(e.ctx, "not a repo", store.From{}, func(store.EventBatch) error { return nil }); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("WatchEvents(bad scope) = %v, want ErrInvalid", err)
 	}
 }

@@ -447,16 +447,11 @@ func (w *JobWriter) writeEventsLocked(ctx context.Context, all bool) error {
 			return nil
 		}
 
-		var v1, v2 [][]byte
-		for _, e := range batch {
-			if e.v1 != nil {
-				v1 = append(v1, e.v1)
-			}
-			if e.v2 != nil {
-				v2 = append(v2, e.v2)
-			}
+		raw := make([]rawEvent, len(batch))
+		for i, e := range batch {
+			raw[i] = rawEvent{v1: e.v1, v2: e.v2}
 		}
-		if err := w.writeChunk(ctx, v1, v2); err != nil {
+		if err := w.writeChunk(ctx, raw); err != nil {
 			return err
 		}
 		w.log.LogAttrs(ctx, slog.LevelDebug, "events written",
@@ -473,11 +468,20 @@ func (w *JobWriter) writeEventsLocked(ctx context.Context, all bool) error {
 	}
 }
 
-func (w *JobWriter) writeChunk(ctx context.Context, v1, v2 [][]byte) error {
-	err := w.s.appendRaw(ctx, w.job, w.next, v1, v2)
+func (w *JobWriter) writeChunk(ctx context.Context, raw []rawEvent) error {
+	err := w.s.appendRaw(ctx, w.job, w.next, raw)
 	if errors.Is(err, ErrAlreadyExists) {
 		// The Firestore client retries a commit whose answer was lost; the
 		// retry then finds the document it wrote itself.
+		var v1, v2 [][]byte
+		for _, e := range raw {
+			if e.v1 != nil {
+				v1 = append(v1, e.v1)
+			}
+			if e.v2 != nil {
+				v2 = append(v2, e.v2)
+			}
+		}
 		if same, cerr := w.s.sameChunk(ctx, w.job, w.next, v1, v2); cerr == nil && same {
 			w.log.LogAttrs(ctx, slog.LevelDebug, "event chunk found already written", slog.Int("chunk", w.next))
 			return nil

@@ -466,7 +466,7 @@ func TestJobWriterFinalStateFirst(t *testing.T) {
 	defer cancel()
 	seen := make(chan string, 1)
 	go func() {
-		e.store.WatchEvents(ctx, "alice/final", func(b store.EventBatch) error {
+		e.store.WatchEvents(ctx, "alice/final", store.From{}, func(b store.EventBatch) error {
 			for _, le := range b.V1 {
 				if le.GetEvent().GetDevLoopEvent().GetStatus() == "Succeeded" {
 					st, err := e.store.State(ctx, "alice", "final")

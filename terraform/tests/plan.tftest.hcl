@@ -71,8 +71,8 @@ run "plan" {
     error_message = "entry points must be the registered function names"
   }
   assert {
-    condition     = google_firestore_field.deliveries_ttl.field == "expire_at" && google_firestore_field.pushes_ttl.collection == "pushes" && google_firestore_field.oauth_states_ttl.collection == "oauth_states"
-    error_message = "deliveries, pushes and OAuth states need TTL policies"
+    condition     = google_firestore_field.deliveries_ttl.field == "expire_at" && google_firestore_field.events_ttl.collection == "events" && google_firestore_field.jobs_ttl.field == "expire_at" && google_firestore_field.oauth_states_ttl.collection == "oauth_states"
+    error_message = "deliveries, events, jobs and OAuth states need TTL policies"
   }
   assert {
     condition     = google_artifact_registry_repository.images.docker_config[0].immutable_tags

@@ -185,6 +185,8 @@ run "runner_env" {
       "KGD_HEALTH_PORT=8080",
       "KGD_LISTEN_HOST=0.0.0.0",
       "KGD_WORKDIR=/tmp",
+      "KGD_RETENTION=720h",
+      "GITHUB_API_URL=https://api.github.com/",
       "KGD_KUBE_ENDPOINT=https://10.0.0.1",
       "KGD_KUBE_CA_DATA=Q0E=",
     ])

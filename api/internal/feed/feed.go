@@ -46,7 +46,7 @@ var ErrClosed = errors.New("event feed closed: the server is shutting down")
 // Watcher replays and then follows the event batches of a scope, as
 // store.Store.WatchEvents does.
 type Watcher interface {
-	WatchEvents(ctx context.Context, scope string, fn func(store.EventBatch) error) error
+	WatchEvents(ctx context.Context, scope string, from store.From, fn func(store.EventBatch) error) error
 }
 
 // Options tune a Feed.
@@ -202,7 +202,7 @@ func (f *Feed) startLocked(name string) *scope {
 	go func() {
 		defer f.wg.Done()
 		start := time.Now()
-		err := f.w.WatchEvents(ctx, name, func(b store.EventBatch) error {
+		err := f.w.WatchEvents(ctx, name, store.From{}, func(b store.EventBatch) error {
 			s.mu.Lock()
 			s.batches = append(s.batches, b)
 			s.ends = append(s.ends, s.total()+len(b.V1)+len(b.V2))

@@ -50,7 +50,7 @@ func (w *scriptedWatcher) breakAll(err error) {
 	w.mu.Unlock()
 }
 
-func (w *scriptedWatcher) WatchEvents(ctx context.Context, _ string, fn func(store.EventBatch) error) error {
+func (w *scriptedWatcher) WatchEvents(ctx context.Context, _ string, _ store.From, fn func(store.EventBatch) error) error {
 	w.mu.Lock()
 	w.calls++
 	w.mu.Unlock()

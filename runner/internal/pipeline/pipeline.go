@@ -113,6 +113,12 @@ type Job struct {
 	// ForceDeploy deploys what the job builds although Triggers.Deploy is
 	// off: an Execute request asked for build and deploy.
 	ForceDeploy bool
+	// Deployed maps each unit to the commit it was last successfully
+	// deployed (or, without a chart, built) at: a unit's paths filter
+	// compares the pushed commit with that one, not with the push's
+	// before, so a change left behind by a superseded, failed or collapsed
+	// push is still deployed. A unit without an entry compares with Before.
+	Deployed map[string]string
 	// Policy is the repository's deploy policy: every release is checked
 	// against it, and a unit that names no namespace deploys to its first
 	// namespace. It must name at least one namespace.
@@ -144,6 +150,9 @@ type Outcome struct {
 	DeployPending bool
 	// Deployed reports that Helm releases were deployed (and checked).
 	Deployed bool
+	// Units are the units the job built and deployed (the ones its
+	// filters kept): on success, each of them is now at the job's commit.
+	Units []string
 }
 
 // Run runs j, sending its events to sink. It returns the outcome; the
@@ -208,6 +217,7 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 	} else if info := p.build(ctx, cfg.Units, tree, e, images, &out); info != nil {
 		return fail(info)
 	}
+	out.Units = unitNames(cfg.Units)
 	if plan.Releases == 0 {
 		e.emit(f.V1DevLoop(event.Succeeded, nil), f.V2Task(event.TaskDevLoop, event.V2Succeeded, nil))
 		return out, e.err
@@ -440,17 +450,33 @@ func (p *Pipeline) prepare(ctx context.Context, j Job, dir string) (*repoconfig.
 		tree.Close()
 		return nil, nil, info
 	}
-	changed, err := p.src.ChangedFiles(ctx, dir, j.Owner, j.Name, j.Before, j.Commit, j.Token)
-	if err != nil {
-		changed = nil // unknown: build everything
+	// Each unit's paths are compared with the commit it was last deployed
+	// at (or the push's before); every base is diffed once.
+	changedSince := map[string][]string{}
+	changed := func(base string) []string {
+		if c, ok := changedSince[base]; ok {
+			return c
+		}
+		c, err := p.src.ChangedFiles(ctx, dir, j.Owner, j.Name, base, j.Commit, j.Token)
+		if err != nil {
+			c = nil // unknown: build
+		}
+		changedSince[base] = c
+		return c
 	}
 	var units []repoconfig.Unit
 	for _, u := range cfg.Units {
 		if !u.MatchesBranch(j.Branch) {
 			continue
 		}
-		if changed != nil && len(u.Paths) > 0 && !u.MatchesPaths(changed) {
-			continue
+		if len(u.Paths) > 0 {
+			base := j.Before
+			if d, ok := j.Deployed[u.Name]; ok && d != "" {
+				base = d
+			}
+			if c := changed(base); c != nil && !u.MatchesPaths(c) {
+				continue
+			}
 		}
 		units = append(units, u)
 	}
@@ -477,6 +503,14 @@ func (p *Pipeline) render(ctx context.Context, j Job, tree *workspace.Tree) (*re
 			Suggestions: []event.Suggestion{{Code: enumspb.SuggestionCode_CONFIG_CHECK_FILE_PATH, Action: "Fix " + repoconfig.FileName + " and push again"}}}
 	}
 	return cfg, nil
+}
+
+func unitNames(units []repoconfig.Unit) []string {
+	names := make([]string, len(units))
+	for i, u := range units {
+		names[i] = u.Name
+	}
+	return names
 }
 
 func planOf(units []repoconfig.Unit) event.Plan {

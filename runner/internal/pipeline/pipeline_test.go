@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -518,4 +519,62 @@ func TestPipeline(t *testing.T) {
 			t.Errorf("v1 events end %s", got)
 		}
 	})
+}
+
+// TestPathsCompareWithLastDeploy: a unit's paths filter compares the
+// pushed commit with the commit the unit was last deployed at, not with
+// the push's before: a change left behind by a superseded (or failed)
+// push is still built.
+func TestPathsCompareWithLastDeploy(t *testing.T) {
+	e := newEnv(t, 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	r, err := e.git.Create("octo", "paths")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := func(name string) string {
+		return fmt.Sprintf("[%s]\npaths = [\"%s/**\"]\n[%s.docker]\ndirectory = \"%s\"\ntag = \"%s/octo/paths-%s:{{ .git.shortSha }}\"\n",
+			name, name, name, name, e.registry, name)
+	}
+	c0, err := r.Commit("main", "both", map[string]string{
+		"kube-git-deploy.toml": unit("api") + unit("web"),
+		"api/Dockerfile":       "FROM scratch\nCOPY x /\n", "api/x": "0",
+		"web/Dockerfile": "FROM scratch\nCOPY y /\n", "web/y": "0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, err := r.Commit("main", "api changes (this push gets superseded)", map[string]string{"api/x": "1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := r.Commit("main", "web changes", map[string]string{"web/y": "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := func(before string, deployed map[string]string) []string {
+		t.Helper()
+		j := Job{Job: event.Job{ID: "paths-" + before[:4], Repository: "octo/paths", Commit: c2, Ref: "refs/heads/main", Branch: "main", Trigger: "push", Iteration: 1},
+			Owner: "octo", Name: "paths", Before: before, Deployed: deployed, Triggers: event.Triggers{Build: true, Deploy: true},
+			Policy: deploy.Policy{Namespaces: []string{"default"}}}
+		var rec recorder
+		out, err := e.p.Run(ctx, j, &rec)
+		if err != nil || out.Err != nil {
+			t.Fatalf("Run: %v %+v", err, out.Err)
+		}
+		return out.Units
+	}
+	// Only the push's before: api's change in the superseded push is lost.
+	if got := run(c1, nil); !slices.Equal(got, []string{"web"}) {
+		t.Errorf("units compared with before = %v, want [web] (the old behaviour this test guards against)", got)
+	}
+	// Compared with what each unit last deployed: both changed since c0.
+	if got := run(c1, map[string]string{"api": c0, "web": c0}); !slices.Equal(got, []string{"api", "web"}) {
+		t.Errorf("units compared with the last deploy = %v, want [api web]", got)
+	}
+	// A unit already deployed at this very commit is left alone.
+	if got := run(c1, map[string]string{"api": c2, "web": c0}); !slices.Equal(got, []string{"web"}) {
+		t.Errorf("units with api already at the commit = %v, want [web]", got)
+	}
 }

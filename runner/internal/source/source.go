@@ -139,8 +139,9 @@ func (f *Fetcher) Checkout(ctx context.Context, dir, owner, name, sha, token str
 // ChangedFiles lists the files that differ between before and sha (both
 // fetched on demand into dir, a checkout made by Checkout): added,
 // modified and deleted paths, both names of a rename, sorted, like git
-// diff --name-only without rename detection. It returns nil, nil when
-// before is empty or all zeros (a new ref: everything counts as changed).
+// diff --name-only without rename detection; an empty, non-nil list when
+// nothing changed. It returns nil, nil when before is empty or all zeros
+// (a new ref: everything counts as changed).
 func (f *Fetcher) ChangedFiles(ctx context.Context, dir, owner, name, before, sha, token string) ([]string, error) {
 	if before == "" || strings.Trim(before, "0") == "" {
 		return nil, nil
@@ -192,7 +193,8 @@ func (f *Fetcher) ChangedFiles(ctx context.Context, dir, owner, name, before, sh
 		}
 	}
 	slices.Sort(files)
-	return slices.Compact(files), nil
+	// Not nil even when nothing changed: nil means "unknown".
+	return append([]string{}, slices.Compact(files)...), nil
 }
 
 // ErrRefNotFound reports a ref that does not exist in the repository

@@ -67,6 +67,13 @@ type Config struct {
 	JobTimeout time.Duration
 	// Writer tunes event batching.
 	Writer store.WriterOptions
+	// Receiving, when set, is told whether the worker receives jobs (false
+	// while it waits to retry a failed Receive).
+	Receiving func(bool)
+	// UnclaimedAfter is how long a published job may wait unclaimed before
+	// a sweep publishes it again (its message was lost); 0 means 10
+	// minutes.
+	UnclaimedAfter time.Duration
 }
 
 // Worker handles job messages.
@@ -89,6 +96,9 @@ func New(cfg Config, st *store.Store, r Runner, pub Publisher, log *slog.Logger,
 	}
 	if cfg.JobTimeout == 0 {
 		cfg.JobTimeout = 30 * time.Minute
+	}
+	if cfg.UnclaimedAfter == 0 {
+		cfg.UnclaimedAfter = 10 * time.Minute
 	}
 	if now == nil {
 		now = time.Now
@@ -152,21 +162,36 @@ func (w *Worker) Handle(ctx context.Context, m job.Message, d queue.Delivery) er
 // renew extends the lease every Lease/3 until ctx ends; a lost lease
 // cancels the job.
 func (w *Worker) renew(ctx context.Context, cancel context.CancelFunc, id string, log *slog.Logger) {
-	t := time.NewTicker(w.cfg.Lease / 3)
+	every := w.cfg.Lease / 3
+	t := time.NewTicker(every)
 	defer t.Stop()
+	held := w.now().Add(w.cfg.Lease) // the lease the claim gave
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			err := w.store.RenewLease(ctx, id, w.cfg.Owner, w.cfg.Lease, w.now())
-			if errors.Is(err, store.ErrLeaseLost) {
+			now := w.now()
+			err := w.store.RenewLease(ctx, id, w.cfg.Owner, w.cfg.Lease, now)
+			switch {
+			case err == nil:
+				held = now.Add(w.cfg.Lease)
+			case errors.Is(err, store.ErrLeaseLost):
 				log.ErrorContext(ctx, "lease lost; stopping the job")
 				cancel()
 				return
-			}
-			if err != nil && ctx.Err() == nil {
-				log.WarnContext(ctx, "lease renewal failed; retrying", logging.KeyErr, err.Error())
+			case ctx.Err() != nil:
+				return
+			case !now.Add(every).Before(held):
+				// The next renewal would come too late: stop the work now,
+				// while the lease still holds, so that a runner taking the
+				// job over never runs it at the same time as this one.
+				log.ErrorContext(ctx, "cannot renew the lease before it lapses; stopping the job",
+					logging.KeyErr, err.Error(), "lease_until", held)
+				cancel()
+				return
+			default:
+				log.WarnContext(ctx, "lease renewal failed; retrying", logging.KeyErr, err.Error(), "lease_until", held)
 			}
 		}
 	}
@@ -245,6 +270,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		Triggers:    event.Triggers{Build: repo.Triggers.AutoBuild, Deploy: repo.Triggers.AutoDeploy, Sync: repo.Triggers.AutoSync},
 		ForceDeploy: j.ForceDeploy,
 		Policy:      deployPolicy(repo.Policy),
+		Deployed:    repo.Deployed,
 		RecordPending: func(ctx context.Context, images map[string]string) error {
 			return w.store.MarkDeployPending(ctx, j.ID, images)
 		},
@@ -285,6 +311,15 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 	status, msg, err := w.settle(ctx, j, out)
 	if err != nil {
 		return "", "", err
+	}
+	if status == store.StatusSucceeded && !out.DeployPending {
+		// Each unit now runs this commit: its next paths filter compares
+		// with it. Not recording it only makes a later push build more.
+		rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		if err := w.store.RecordDeployed(rctx, j.Owner, j.Name, out.Units, j.SHA); err != nil {
+			log.WarnContext(ctx, "could not record the deployed commit", logging.KeyErr, err.Error())
+		}
+		rcancel()
 	}
 	if note != "" {
 		msg = strings.TrimPrefix(msg+"; "+note, "; ")
@@ -376,10 +411,15 @@ func (w *Worker) newerJob(ctx context.Context, j *store.Job) (string, error) {
 		return "", fmt.Errorf("list jobs of %s/%s: %w", j.Owner, j.Name, err)
 	}
 	for _, o := range recent {
-		if o.ID == j.ID || o.Ref != j.Ref || o.DeployOf != "" || o.Status == store.StatusPending || o.Status == store.StatusCanceled {
+		if o.ID == j.ID || o.ID == j.DeployOf || o.Ref != j.Ref || o.DeployOf != "" || o.Status == store.StatusPending || o.Status == store.StatusCanceled {
 			continue
 		}
-		newer := o.Iteration > j.Iteration
+		if o.Status == store.StatusQueued && o.PublishedAt.IsZero() {
+			// Recorded but not (yet) published: it cannot run until a
+			// sweep publishes it, so it supersedes nothing.
+			continue
+		}
+		newer := o.CreatedAt.After(j.CreatedAt)
 		if !o.PushedAt.IsZero() && !j.PushedAt.IsZero() && !o.PushedAt.Equal(j.PushedAt) {
 			// Push times have a resolution of one second: within the
 			// same second the order they were recorded in decides.
@@ -409,19 +449,56 @@ func eventJob(j *store.Job) event.Job {
 // Sweep republishes running jobs whose lease expired, so that a runner
 // takes them over; call it periodically (Run does).
 func (w *Worker) Sweep(ctx context.Context) error {
-	jobs, err := w.store.ExpiredJobs(ctx, w.now(), 20)
-	if err != nil {
-		return fmt.Errorf("list expired jobs: %w", err)
+	now := w.now()
+	var errs []error
+	for _, sw := range []struct {
+		what string
+		list func() ([]store.Job, error)
+	}{
+		// A runner stopped renewing its lease: another one takes over.
+		{"a job whose runner stopped renewing its lease", func() ([]store.Job, error) { return w.store.ExpiredJobs(ctx, now, 20) }},
+		// Recorded but never published (PublicAPI answered 503, or died
+		// in between): GitHub will not retry, so nobody else would.
+		{"a job recorded but never published", func() ([]store.Job, error) {
+			return w.store.UnpublishedJobs(ctx, now.Add(-unpublishedGrace), 20)
+		}},
+		// Published long ago and never claimed: its message was lost.
+		{"a job published but never claimed", func() ([]store.Job, error) {
+			return w.store.UnclaimedJobs(ctx, now.Add(-w.cfg.UnclaimedAfter), 20)
+		}},
+	} {
+		jobs, err := sw.list()
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		for _, j := range jobs {
+			if err := w.republish(ctx, j); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			w.log.WarnContext(ctx, "republished "+sw.what, logging.KeyJobID, j.ID)
+		}
 	}
-	for _, j := range jobs {
-		m := job.Message{
-			Version: job.Version, JobID: j.ID, Repository: j.Owner + "/" + j.Name, Ref: j.Ref, SHA: j.SHA,
-			Before: j.Before, DeliveryID: j.DeliveryID, Trigger: job.Trigger(j.Trigger), PublishedAt: w.now(),
-		}
-		if _, err := w.pub.Publish(ctx, m); err != nil {
-			return fmt.Errorf("republish expired job %s: %w", j.ID, err)
-		}
-		w.log.WarnContext(ctx, "republished a job whose runner stopped renewing its lease", logging.KeyJobID, j.ID)
+	return errors.Join(errs...)
+}
+
+// unpublishedGrace is how long a recorded job may wait for the webhook's
+// own publish before a sweep publishes it.
+const unpublishedGrace = 30 * time.Second
+
+// republish publishes job j's message again and records it.
+func (w *Worker) republish(ctx context.Context, j store.Job) error {
+	m := job.Message{
+		Version: job.Version, JobID: j.ID, Repository: j.Owner + "/" + j.Name, Ref: j.Ref, SHA: j.SHA,
+		Before: j.Before, DeliveryID: j.DeliveryID, Trigger: job.Trigger(j.Trigger), PublishedAt: w.now(),
+	}
+	id, err := w.pub.Publish(ctx, m)
+	if err != nil {
+		return fmt.Errorf("republish job %s: %w", j.ID, err)
+	}
+	if err := w.store.MarkJobPublished(ctx, j.ID, id, w.now()); err != nil {
+		return fmt.Errorf("mark job %s published: %w", j.ID, err)
 	}
 	return nil
 }
@@ -445,7 +522,39 @@ func (w *Worker) Run(ctx context.Context, sub *queue.Subscriber) error {
 			}
 		}
 	}()
-	err := sub.Receive(ctx, w.Handle)
+	err := w.receive(ctx, sub)
 	<-sweepDone
 	return err
+}
+
+// receive receives jobs until ctx ends. A failed Receive (the Pub/Sub
+// service unreachable, the subscription briefly gone) is retried with a
+// growing pause rather than ending the runner; Receiving, when set, says
+// whether jobs are being received, for the health check.
+func (w *Worker) receive(ctx context.Context, sub *queue.Subscriber) error {
+	const minPause, maxPause = time.Second, 30 * time.Second
+	pause := minPause
+	for {
+		if w.cfg.Receiving != nil {
+			w.cfg.Receiving(true)
+		}
+		started := time.Now()
+		err := sub.Receive(ctx, w.Handle)
+		if w.cfg.Receiving != nil {
+			w.cfg.Receiving(false)
+		}
+		if ctx.Err() != nil || err == nil || errors.Is(err, queue.ErrShutdownTimeout) {
+			return err
+		}
+		if time.Since(started) > maxPause {
+			pause = minPause // it worked for a while: start over
+		}
+		w.log.ErrorContext(ctx, "receiving jobs failed; retrying", logging.KeyErr, err.Error(), "pause", pause)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, maxPause)
+	}
 }
