@@ -16,32 +16,34 @@
 //
 //	collection    doc id                  fields                                          written by              how often
 //	------------  ----------------------  ----------------------------------------------  ----------------------  ------------------------------
-//	repositories  owner~name, lowercase   owner, name (display case), hook_id,            PrivateAPI (track,      on track/untrack/trigger
-//	              (GitHub names are case  webhook_secret (sealed), tracked_by,            untrack, triggers,      change; once per job created
-//	              insensitive)            tracked_by_caller, tracked_at, policy{…},       policy); CreateJob      (push rate of one repository)
-//	                                      triggers{auto_build, auto_deploy, auto_sync},   Execute (control.go)
-//	                                      next_iteration, latest_job_id,
-//	                                      pending_job_id, pending_deploy_job_id
+//	repositories  owner~name, lowercase   owner, name (display case), hook_id,            PrivateAPI (track,      on track, untrack, trigger or
+//	              (GitHub names are case  webhook_secret (sealed), tracked_by,            untrack, triggers,      policy change; once per job
+//	              insensitive)            tracked_by_caller, tracked_at, policy{…},       policy); ClaimJob;      started; once per successful
+//	                                      triggers{auto_build, auto_deploy, auto_sync},   Execute (control.go);   job (deployed)
+//	                                      next_iteration, latest_job_id,                  runner (RecordDeployed)
+//	                                      pending_deploy_job_id, deployed{unit: sha}
 //	tokens        TokenKey: sha256 of     caller, login, token (sealed), scopes,          OAuth callback          once per sign-in
-//	              the caller ~ login,     created_at
-//	              lowercase
-//	deliveries    GitHub delivery id      job_id, created_at, expire_at (TTL, +7 days)    CreateJob               once per webhook delivery
-//	pushes        PushKey (sha256 of      job_id, created_at, expire_at (TTL, +7 days)    CreateJob               once per push
-//	              repo, ref, before,
-//	              after, pushed_at)
-//	jobs          job id (random)         repo, owner, name, ref, sha, before,            CreateJob, runner       create; claim; lease renewal
-//	                                      delivery_id, pushed_at, trigger, iteration,     (ClaimJob, RenewLease,  every lease/3; finish
-//	                                      status,
-//	                                      created_at, started_at, finished_at,            FinishJob)
-//	                                      finished_by, lease_owner, lease_expires,        Execute (control.go),
-//	                                      attempts, error, force_deploy, deploy_of,       MarkDeployPending
-//	                                      images, deploy_pending
+//	              the caller ~ login      created_at
+//	jobs          "p-"+PushKey (a push),  repo, owner, name, ref, sha, before,            CreateJob (one Create), create; publish; claim; lease
+//	              "d-"+hash of the        delivery_id, pushed_at, trigger, iteration      MarkJobPublished,       renewal every lease/3; finish
+//	              delivery, or random     (set by the first claim), status, created_at,   runner (ClaimJob,
+//	                                      started_at, finished_at, finished_by,           RenewLease, FinishJob),
+//	                                      lease_owner, lease_expires, attempts, error,    Execute (control.go),
+//	                                      published, published_at, message_id,            MarkDeployPending
+//	                                      force_deploy, deploy_of, images,
+//	                                      deploy_pending, expire_at (TTL)
 //	events        {job id}-{chunk:08d}    repo, job_id, iteration, chunk, created         JobWriter (runner)      one document per chunk of up
 //	                                      (server time), v1 [bytes] (v1pb.LogEntry),                              to 100 events, at most one per
-//	                                      v2 [bytes] (v2pb.Event)                                                 FlushInterval (250 ms) per job
+//	                                      v2 [bytes] (v2pb.Event), v1_seq, v2_seq,                                FlushInterval (250 ms) per job
+//	                                      seq_first, seq_last, expire_at (TTL)
+//	sequences     repository key          next: the repository's next event sequence      AppendEvents            once per events chunk, in the
+//	                                      number                                                                  chunk's transaction
 //	states        repository key          job_id, iteration, v1 (bytes, v1pb.State),      JobWriter (runner)      at most once per StateInterval
 //	                                      v2 (bytes, v2pb.State), updated (server                                 (1 s) per running job
 //	                                      time), version (write counter)
+//	redeliveries  owner~name~guid~N       claimed_by, claimed_at, expire_at (TTL,         runner (redeliver)      once per redelivery attempt
+//	                                      7 days)
+//	deliveries    (no longer written: a job's id is its push's identity; old documents expire by their TTL)
 //
 // Sealed fields are secret.Box values whose additional data is the
 // document's path and the field name ("repositories/alice~app#webhook_secret"),
