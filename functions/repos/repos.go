@@ -299,20 +299,9 @@ func (h *Handler) handleTrack(w http.ResponseWriter, r *http.Request) error {
 // hook then stays on GitHub and its deliveries are answered 404.
 func (h *Handler) handleUntrack(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	id, err := h.caller(r)
+	id, owner, name, repo, err := h.trackedRepo(r)
 	if err != nil {
 		return err
-	}
-	owner, name, err := pathRepo(r)
-	if err != nil {
-		return err
-	}
-	repo, err := h.store.Repository(ctx, owner, name)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return web.Errorf(http.StatusNotFound, err, "repository %s/%s is not tracked", owner, name)
-	case err != nil:
-		return fmt.Errorf("look up %s/%s: %w", owner, name, err)
 	}
 	if !mayManage(id, repo, false) {
 		return web.Errorf(http.StatusForbidden, nil, "only %s (who tracked %s/%s) and the operators of its policy may untrack it", repo.TrackedByCaller, owner, name)
@@ -350,26 +339,34 @@ func (h *Handler) handleUntrack(w http.ResponseWriter, r *http.Request) error {
 	return web.JSON(w, http.StatusOK, map[string]any{"ok": true, "repository": repo.Owner + "/" + repo.Name, "web_hook_deleted": hookDeleted})
 }
 
+// trackedRepo returns the caller of r and the tracked repository its path
+// names (404 if it is not tracked).
+func (h *Handler) trackedRepo(r *http.Request) (id caller.Identity, owner, name string, repo *store.Repository, err error) {
+	if id, err = h.caller(r); err != nil {
+		return id, "", "", nil, err
+	}
+	if owner, name, err = pathRepo(r); err != nil {
+		return id, "", "", nil, err
+	}
+	repo, err = h.store.Repository(r.Context(), owner, name)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return id, owner, name, nil, web.Errorf(http.StatusNotFound, err, "repository %s/%s is not tracked", owner, name)
+	case err != nil:
+		return id, owner, name, nil, fmt.Errorf("look up %s/%s: %w", owner, name, err)
+	}
+	return id, owner, name, repo, nil
+}
+
 // handleSetPolicy handles the PUT
 // /api/v0/github/repositories/{user}/{repo}/policy route: the body, a
 // complete policy object, replaces the repository's deploy policy. Only a
 // caller allowed to manage the repository may (see mayManage).
 func (h *Handler) handleSetPolicy(w http.ResponseWriter, r *http.Request) error {
 	ctx := r.Context()
-	id, err := h.caller(r)
+	id, owner, name, repo, err := h.trackedRepo(r)
 	if err != nil {
 		return err
-	}
-	owner, name, err := pathRepo(r)
-	if err != nil {
-		return err
-	}
-	repo, err := h.store.Repository(ctx, owner, name)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		return web.Errorf(http.StatusNotFound, err, "repository %s/%s is not tracked", owner, name)
-	case err != nil:
-		return fmt.Errorf("look up %s/%s: %w", owner, name, err)
 	}
 	if !mayManage(id, repo, true) {
 		if repo.TrackedByCaller == "" {
