@@ -8,12 +8,14 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
@@ -27,8 +29,11 @@ const (
 	Failed     = "Failed"
 )
 
-// pollInterval is how often resources are checked.
-const pollInterval = 500 * time.Millisecond
+// Resources are checked at once, then whenever a watch of their namespaces
+// sees a Deployment, StatefulSet, DaemonSet, ReplicaSet or Pod change, and
+// at least every fallbackInterval (a watch can miss an event while it
+// reconnects).
+const fallbackInterval = 2 * time.Second
 
 // Update is the status of one resource; Wait reports it when it changes.
 type Update struct {
@@ -65,9 +70,11 @@ type state struct {
 	fail *Error
 }
 
-// Wait polls Deployments, StatefulSets and DaemonSets among resources
+// Wait checks Deployments, StatefulSets and DaemonSets among resources
 // (other kinds are ignored) until all have rolled out, one fails, deadline
-// passes or ctx ends. report (may be nil) is called when a resource's
+// passes or ctx ends: at once, then on every change a watch of their
+// namespaces sees, so a rollout is noticed the moment it finishes rather
+// than at the next poll. report (may be nil) is called when a resource's
 // status or message changes. Errors are *Error.
 func (c *Checker) Wait(ctx context.Context, resources []deploy.Resource, deadline time.Duration, report func(Update)) error {
 	if report == nil {
@@ -94,8 +101,14 @@ func (c *Checker) Wait(ctx context.Context, resources []deploy.Resource, deadlin
 
 	timer := time.NewTimer(deadline)
 	defer timer.Stop()
-	ticker := time.NewTicker(pollInterval)
+	ticker := time.NewTicker(fallbackInterval)
 	defer ticker.Stop()
+	// Watches start before the first check, so no change in between is
+	// missed.
+	wctx, stopWatches := context.WithCancel(ctx)
+	changed, watching := c.watch(wctx, pending)
+	defer watching.Wait()
+	defer stopWatches()
 	for {
 		var still []deploy.Resource
 		for _, r := range pending {
@@ -142,8 +155,54 @@ func (c *Checker) Wait(ctx context.Context, resources []deploy.Resource, deadlin
 				Resource: first(pending),
 			}
 		case <-ticker.C:
+		case <-changed:
 		}
 	}
+}
+
+// watch watches the kinds a rollout depends on in the namespaces of
+// resources and signals changed (coalesced) on every event, until ctx
+// ends; the WaitGroup is done when every watch has stopped. A watch that
+// ends or fails is started again after a pause; the fallback ticker
+// covers the gap.
+func (c *Checker) watch(ctx context.Context, resources []deploy.Resource) (<-chan struct{}, *sync.WaitGroup) {
+	changed := make(chan struct{}, 1)
+	var wg sync.WaitGroup
+	namespaces := map[string]bool{}
+	for _, r := range resources {
+		namespaces[r.Namespace] = true
+	}
+	for ns := range namespaces {
+		for _, start := range []func(context.Context, metav1.ListOptions) (watch.Interface, error){
+			c.client.AppsV1().Deployments(ns).Watch,
+			c.client.AppsV1().StatefulSets(ns).Watch,
+			c.client.AppsV1().DaemonSets(ns).Watch,
+			c.client.AppsV1().ReplicaSets(ns).Watch,
+			c.client.CoreV1().Pods(ns).Watch,
+		} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for ctx.Err() == nil {
+					w, err := start(ctx, metav1.ListOptions{})
+					if err == nil {
+						for range w.ResultChan() {
+							select {
+							case changed <- struct{}{}:
+							default:
+							}
+						}
+						w.Stop()
+					}
+					select {
+					case <-ctx.Done():
+					case <-time.After(fallbackInterval):
+					}
+				}
+			}()
+		}
+	}
+	return changed, &wg
 }
 
 func first(rs []deploy.Resource) string {
