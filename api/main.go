@@ -66,6 +66,8 @@ type config struct {
 	key                                []byte
 	previous                           [][]byte
 	maxLag, maxHistory                 int
+	maxStreams, replayIterations       int
+	replayWindow, trackCheck           time.Duration
 	writeTimeout                       time.Duration
 	retention                          time.Duration
 	auth                               caller.Mode
@@ -131,6 +133,18 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 	}
 	if c.maxHistory, err = strconv.Atoi(env("KGD_STREAM_MAX_HISTORY", "500000")); err != nil || c.maxHistory < 1 {
 		bad("KGD_STREAM_MAX_HISTORY", fmt.Errorf("%q is not a positive number of events", getenv("KGD_STREAM_MAX_HISTORY")))
+	}
+	if c.maxStreams, err = strconv.Atoi(env("KGD_STREAM_MAX", "2000")); err != nil || c.maxStreams < 1 {
+		bad("KGD_STREAM_MAX", fmt.Errorf("%q is not a positive number of streams", getenv("KGD_STREAM_MAX")))
+	}
+	if c.replayIterations, err = strconv.Atoi(env("KGD_STREAM_REPLAY_ITERATIONS", "5")); err != nil || c.replayIterations < 1 {
+		bad("KGD_STREAM_REPLAY_ITERATIONS", fmt.Errorf("%q is not a positive number of iterations", getenv("KGD_STREAM_REPLAY_ITERATIONS")))
+	}
+	if c.replayWindow, err = time.ParseDuration(env("KGD_STREAM_REPLAY_WINDOW", "1h")); err != nil || c.replayWindow <= 0 {
+		bad("KGD_STREAM_REPLAY_WINDOW", fmt.Errorf("%q is not a positive duration such as 1h", getenv("KGD_STREAM_REPLAY_WINDOW")))
+	}
+	if c.trackCheck, err = time.ParseDuration(env("KGD_STREAM_TRACK_CHECK", "1m")); err != nil || c.trackCheck <= 0 {
+		bad("KGD_STREAM_TRACK_CHECK", fmt.Errorf("%q is not a positive duration such as 1m", getenv("KGD_STREAM_TRACK_CHECK")))
 	}
 	if c.writeTimeout, err = time.ParseDuration(env("KGD_STREAM_WRITE_TIMEOUT", "30s")); err != nil || c.writeTimeout <= 0 {
 		bad("KGD_STREAM_WRITE_TIMEOUT", fmt.Errorf("%q is not a positive duration", getenv("KGD_STREAM_WRITE_TIMEOUT")))
@@ -228,9 +242,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	pub := queue.NewPublisher(ps, cfg.topic)
 	defer pub.Stop()
-	events := feed.New(st, feed.Options{MaxLag: cfg.maxLag, MaxHistory: cfg.maxHistory}, log)
+	events := feed.New(st, feed.Options{MaxLag: cfg.maxLag, MaxHistory: cfg.maxHistory, Window: cfg.replayWindow}, log)
 	defer events.Close()
-	svc, err := skaffold.New(st, pub, events, log, skaffold.Options{Auth: cfg.auth, Operators: cfg.operators, HandleEnabled: cfg.handle})
+	svc, err := skaffold.New(st, pub, events, log, skaffold.Options{Auth: cfg.auth, Operators: cfg.operators, HandleEnabled: cfg.handle,
+		ReplayIterations: cfg.replayIterations, ReplayWindow: cfg.replayWindow, MaxStreams: cfg.maxStreams, TrackCheck: cfg.trackCheck})
 	if err != nil {
 		return err
 	}

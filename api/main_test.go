@@ -69,6 +69,10 @@ func TestLoadConfig(t *testing.T) {
 		{name: "same-ports", args: []string{"--rpc-port", "9000", "--rpc-http-port", "9000"}, want: []string{"--rpc-http-port: 9000 is also the --rpc-port"}},
 		{name: "bad-env", env: map[string]string{"PORT": "http", "KGD_STREAM_MAX_LAG": "-1", "KGD_STREAM_WRITE_TIMEOUT": "soon", "KGD_STREAM_MAX_HISTORY": "0"},
 			want: []string{`PORT: "http" is not a port`, "KGD_STREAM_MAX_LAG", "KGD_STREAM_WRITE_TIMEOUT", "KGD_STREAM_MAX_HISTORY"}},
+		{name: "bad-stream-env", env: map[string]string{"KGD_STREAM_MAX": "lots", "KGD_STREAM_REPLAY_ITERATIONS": "0", "KGD_STREAM_REPLAY_WINDOW": "-1h", "KGD_STREAM_TRACK_CHECK": "often"},
+			want: []string{`KGD_STREAM_MAX: "lots"`, `KGD_STREAM_REPLAY_ITERATIONS: "0"`, `KGD_STREAM_REPLAY_WINDOW: "-1h"`, `KGD_STREAM_TRACK_CHECK: "often"`}},
+		{name: "zero-stream-env", env: map[string]string{"KGD_STREAM_MAX": "0", "KGD_STREAM_REPLAY_ITERATIONS": "x", "KGD_STREAM_REPLAY_WINDOW": "1", "KGD_STREAM_TRACK_CHECK": "0s"},
+			want: []string{`KGD_STREAM_MAX: "0"`, `KGD_STREAM_REPLAY_ITERATIONS: "x"`, `KGD_STREAM_REPLAY_WINDOW: "1"`, `KGD_STREAM_TRACK_CHECK: "0s"`}},
 		{name: "unknown-flag", args: []string{"--rpc-prot", "1"}, want: []string{"flag provided but not defined: -rpc-prot"}},
 		{name: "bad-access", env: map[string]string{"KGD_AUTH": "none", "KGD_OPERATORS": "ops@example.com, bob", "KGD_HANDLE_ENABLED": "yes please", "KGD_ALLOWED_HOSTS": "https://x/"},
 			want: []string{`KGD_AUTH: "none"`, `KGD_OPERATORS: "bob" is not an email address`, "KGD_HANDLE_ENABLED", "KGD_ALLOWED_HOSTS"}},
@@ -81,6 +85,7 @@ func TestLoadConfig(t *testing.T) {
 					t.Fatal(err)
 				}
 				if c.rpcPort != 50051 || c.httpPort != 50052 || c.host != "127.0.0.1" || c.maxLag != 10000 || c.maxHistory != 500000 ||
+					c.maxStreams != 2000 || c.replayIterations != 5 || c.replayWindow != time.Hour || c.trackCheck != time.Minute ||
 					c.auth != caller.ModeLocal || c.handle || len(c.operators) != 0 {
 					t.Errorf("defaults = %+v", c)
 				}
@@ -99,6 +104,20 @@ func TestLoadConfig(t *testing.T) {
 }
 
 // TestLoadAccessConfig: the access settings, and IAM mode on Cloud Run.
+// TestLoadStreamConfig: the stream settings are read as given.
+func TestLoadStreamConfig(t *testing.T) {
+	env := map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "KGD_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32)),
+		"KGD_STREAM_MAX": "7", "KGD_STREAM_REPLAY_ITERATIONS": "2", "KGD_STREAM_REPLAY_WINDOW": "90m", "KGD_STREAM_TRACK_CHECK": "10s"}
+	c, err := loadConfig(nil, func(k string) string { return env[k] }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.maxStreams != 7 || c.replayIterations != 2 || c.replayWindow != 90*time.Minute || c.trackCheck != 10*time.Second {
+		t.Errorf("stream settings = %d streams, %d iterations, window %v, track check %v; want 7, 2, 1h30m, 10s",
+			c.maxStreams, c.replayIterations, c.replayWindow, c.trackCheck)
+	}
+}
+
 func TestLoadAccessConfig(t *testing.T) {
 	env := map[string]string{"GOOGLE_CLOUD_PROJECT": "p", "KGD_ENCRYPTION_KEY": base64.StdEncoding.EncodeToString(make([]byte, 32)),
 		"K_SERVICE": "kgd-api", "PORT": "8080", "KGD_LISTEN_HOST": "0.0.0.0",

@@ -7,9 +7,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -20,8 +22,12 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -132,11 +138,157 @@ func TestDescriptors(t *testing.T) {
 		{"v2 SkaffoldLogEvent.level", fieldNumber((&v2pb.SkaffoldLogEvent{}).ProtoReflect().Descriptor(), "level"), 4},
 		{"v2 task_id json name", (&v2pb.BuildSubtaskEvent{}).ProtoReflect().Descriptor().Fields().ByName("task_id").JSONName(), "taskId"},
 		{"v2 Metadata.runID", fieldNumber((&v2pb.Metadata{}).ProtoReflect().Descriptor(), "runID"), 4},
+		// Skaffold's fields plus kube-git-deploy's one opt-in addition.
+		{"v1 LogEntry fields", fields((&v1pb.LogEntry{}).ProtoReflect().Descriptor()),
+			"1 timestamp, 2 event, 3 entry, 1000 kgd_sequence (optional int64)"},
+		{"v2 Event fields", fields((&v2pb.Event{}).ProtoReflect().Descriptor()),
+			"1 timestamp, 2 metaEvent, 3 skaffoldLogEvent, 4 applicationLogEvent, 5 taskEvent, 6 buildSubtaskEvent, 7 deploySubtaskEvent, " +
+				"8 portEvent, 9 statusCheckSubtaskEvent, 10 fileSyncEvent, 11 debuggingContainerEvent, 12 terminationEvent, 13 testEvent, " +
+				"14 renderEvent, 15 verifyEvent, 16 cloudRunReadyEvent, 17 execEvent, 1000 kgd_sequence (optional int64)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if diff := cmp.Diff(tt.want, tt.got); diff != "" {
 				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// fields lists d's fields as "number name", marking proto3 optional ones.
+func fields(d protoreflect.MessageDescriptor) string {
+	var out []string
+	for i := 0; i < d.Fields().Len(); i++ {
+		f := d.Fields().Get(i)
+		s := fmt.Sprintf("%d %s", f.Number(), f.Name())
+		if f.HasOptionalKeyword() {
+			s += fmt.Sprintf(" (optional %s)", f.Kind())
+		}
+		out = append(out, s)
+	}
+	return strings.Join(out, ", ")
+}
+
+// TestOnlyAdditions: kgd_sequence on v1 LogEntry and v2 Event are the
+// only fields that are not Skaffold's: every other field of every message
+// is numbered as Skaffold numbers (at most 99) and has no proto3
+// optional keyword, and no other message has a synthetic oneof.
+func TestOnlyAdditions(t *testing.T) {
+	var got []string
+	var walk func(protoreflect.MessageDescriptors)
+	walk = func(ms protoreflect.MessageDescriptors) {
+		for i := 0; i < ms.Len(); i++ {
+			m := ms.Get(i)
+			for j := 0; j < m.Fields().Len(); j++ {
+				if f := m.Fields().Get(j); f.Number() > 99 || f.HasOptionalKeyword() {
+					got = append(got, fmt.Sprintf("%s=%d", f.FullName(), f.Number()))
+				}
+			}
+			for j := 0; j < m.Oneofs().Len(); j++ {
+				if o := m.Oneofs().Get(j); o.IsSynthetic() && o.Name() != "_kgd_sequence" {
+					got = append(got, "oneof "+string(o.FullName()))
+				}
+			}
+			walk(m.Messages())
+		}
+	}
+	walk(v1pb.File_v1_skaffold_proto.Messages())
+	walk(v2pb.File_v2_skaffold_proto.Messages())
+	walk(enumspb.File_enums_enums_proto.Messages())
+	if diff := cmp.Diff([]string{"proto.LogEntry.kgd_sequence=1000", "proto.v2.Event.kgd_sequence=1000"}, got); diff != "" {
+		t.Errorf("fields beyond Skaffold's (-want +got):\n%s", diff)
+	}
+}
+
+// TestSequenceOptIn: kgd_sequence unset leaves the gateway JSON and the
+// binary encoding exactly Skaffold's (EmitUnpopulated does not emit a
+// proto3 optional field); set, it is one more JSON key (an int64, so a
+// string) and one more binary field, which a client built from Skaffold's
+// own schema keeps as an unknown field and otherwise ignores.
+func TestSequenceOptIn(t *testing.T) {
+	m := gatewayMarshaler()
+	seq := int64(42)
+	v1 := &v1pb.LogEntry{Timestamp: ts, Entry: "x", Event: &v1pb.Event{EventType: &v1pb.Event_DeployEvent{DeployEvent: &v1pb.DeployEvent{Status: "Complete"}}}}
+	v2 := &v2pb.Event{Timestamp: ts, EventType: &v2pb.Event_TaskEvent{TaskEvent: &v2pb.TaskEvent{Id: "Build-1", Task: "Build", Iteration: 1, Status: "InProgress"}}}
+	for _, tc := range []struct {
+		name       string
+		unset, set proto.Message
+		file       protoreflect.FileDescriptor
+	}{
+		{"v1", v1, &v1pb.LogEntry{Timestamp: v1.Timestamp, Event: v1.Event, Entry: v1.Entry, KgdSequence: &seq}, v1pb.File_v1_skaffold_proto},
+		{"v2", v2, &v2pb.Event{Timestamp: v2.Timestamp, EventType: v2.EventType, KgdSequence: &seq}, v2pb.File_v2_skaffold_proto},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			unset, err := m.Marshal(tc.unset)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(unset), "kgd_sequence") || strings.Contains(string(unset), "kgdSequence") {
+				t.Errorf("unset kgd_sequence is emitted: %s", unset)
+			}
+			set, err := m.Marshal(tc.set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var u, s map[string]any
+			if err := json.Unmarshal(unset, &u); err != nil {
+				t.Fatal(err)
+			}
+			if err := json.Unmarshal(set, &s); err != nil {
+				t.Fatal(err)
+			}
+			if s["kgd_sequence"] != "42" {
+				t.Errorf("set: kgd_sequence = %#v in %s, want \"42\"", s["kgd_sequence"], set)
+			}
+			delete(s, "kgd_sequence")
+			if diff := cmp.Diff(u, s); diff != "" {
+				t.Errorf("set and unset differ in more than kgd_sequence (-unset +set):\n%s", diff)
+			}
+
+			// A client generated from Skaffold's schema: the same file
+			// without field 1000.
+			fdp := protodesc.ToFileDescriptorProto(tc.file)
+			name := tc.unset.ProtoReflect().Descriptor().Name()
+			for _, mp := range fdp.MessageType {
+				if mp.GetName() == string(name) {
+					mp.Field = slices.DeleteFunc(mp.Field, func(f *descriptorpb.FieldDescriptorProto) bool { return f.GetNumber() == 1000 })
+					mp.OneofDecl = slices.DeleteFunc(mp.OneofDecl, func(o *descriptorpb.OneofDescriptorProto) bool { return o.GetName() == "_kgd_sequence" })
+				}
+			}
+			skaffold, err := protodesc.NewFile(fdp, protoregistry.GlobalFiles)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bin, err := proto.Marshal(tc.set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			old := dynamicpb.NewMessage(skaffold.Messages().ByName(name))
+			if err := proto.Unmarshal(bin, old); err != nil {
+				t.Fatalf("Skaffold's schema cannot read the message with kgd_sequence: %v", err)
+			}
+			if len(old.GetUnknown()) == 0 {
+				t.Error("kgd_sequence is not kept as an unknown field")
+			}
+			old.SetUnknown(nil)
+			got, err := m.Marshal(old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var g map[string]any
+			if err := json.Unmarshal(got, &g); err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(u, g); diff != "" {
+				t.Errorf("Skaffold's schema reads a different message (-want +got):\n%s", diff)
+			}
+			plain, _ := proto.Marshal(tc.unset)
+			want := dynamicpb.NewMessage(skaffold.Messages().ByName(name))
+			if err := proto.Unmarshal(plain, want); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(want, old) {
+				t.Errorf("Skaffold's schema reads %v, want %v", old, want)
 			}
 		})
 	}

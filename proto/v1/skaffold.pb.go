@@ -2,7 +2,8 @@
 // proto/v1/skaffold.proto: the same package, service, method, message and
 // field names, field numbers and HTTP routes, so Skaffold's own generated
 // clients work against kube-git-deploy unchanged. Written from the team's
-// reference notes on the Skaffold wire format.
+// reference notes on the Skaffold wire format. The one addition,
+// LogEntry.kgd_sequence (field 1000), is opt-in and unset by default.
 //
 // kube-git-deploy maps its world onto it: a tracked repository is one
 // long-running dev loop and every job (one push) is one iteration.
@@ -2174,10 +2175,18 @@ func (x *DebuggingContainerEvent) GetDebugPorts() map[string]uint32 {
 
 // LogEntry is one entry of the v1 event stream.
 type LogEntry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Timestamp     *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
-	Event         *Event                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
-	Entry         string                 `protobuf:"bytes,3,opt,name=entry,proto3" json:"entry,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	Event     *Event                 `protobuf:"bytes,2,opt,name=event,proto3" json:"event,omitempty"`
+	Entry     string                 `protobuf:"bytes,3,opt,name=entry,proto3" json:"entry,omitempty"`
+	// kube-git-deploy's addition, not Skaffold's: the event's number in its
+	// repository's sequence, which a client passes back as x-kgd-since
+	// (HTTP ?since=) to resume right after it. Set only when the client asks
+	// for it (x-kgd-sequence: true, HTTP ?sequence=true); unset it is absent
+	// from the binary and the JSON encoding alike, so Skaffold's own clients
+	// see exactly Skaffold's message. The high number keeps clear of any
+	// field Skaffold may add.
+	KgdSequence   *int64 `protobuf:"varint,1000,opt,name=kgd_sequence,json=kgdSequence,proto3,oneof" json:"kgd_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2231,6 +2240,13 @@ func (x *LogEntry) GetEntry() string {
 		return x.Entry
 	}
 	return ""
+}
+
+func (x *LogEntry) GetKgdSequence() int64 {
+	if x != nil && x.KgdSequence != nil {
+		return *x.KgdSequence
+	}
+	return 0
 }
 
 // UserIntentRequest carries an Execute intent.
@@ -3054,11 +3070,13 @@ const file_v1_skaffold_proto_rawDesc = "" +
 	"debugPorts\x1a=\n" +
 	"\x0fDebugPortsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"~\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xb8\x01\n" +
 	"\bLogEntry\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12\"\n" +
 	"\x05event\x18\x02 \x01(\v2\f.proto.EventR\x05event\x12\x14\n" +
-	"\x05entry\x18\x03 \x01(\tR\x05entry\":\n" +
+	"\x05entry\x18\x03 \x01(\tR\x05entry\x12'\n" +
+	"\fkgd_sequence\x18\xe8\a \x01(\x03H\x00R\vkgdSequence\x88\x01\x01B\x0f\n" +
+	"\r_kgd_sequence\":\n" +
 	"\x11UserIntentRequest\x12%\n" +
 	"\x06intent\x18\x01 \x01(\v2\r.proto.IntentR\x06intent\";\n" +
 	"\x0eTriggerRequest\x12)\n" +
@@ -3268,6 +3286,7 @@ func file_v1_skaffold_proto_init() {
 		(*Event_TerminationEvent)(nil),
 		(*Event_TestEvent)(nil),
 	}
+	file_v1_skaffold_proto_msgTypes[23].OneofWrappers = []any{}
 	file_v1_skaffold_proto_msgTypes[26].OneofWrappers = []any{
 		(*TriggerState_Enabled)(nil),
 	}

@@ -2,7 +2,8 @@
 // proto/v1/skaffold.proto: the same package, service, method, message and
 // field names, field numbers and HTTP routes, so Skaffold's own generated
 // clients work against kube-git-deploy unchanged. Written from the team's
-// reference notes on the Skaffold wire format.
+// reference notes on the Skaffold wire format. The one addition,
+// LogEntry.kgd_sequence (field 1000), is opt-in and unset by default.
 //
 // kube-git-deploy maps its world onto it: a tracked repository is one
 // long-running dev loop and every job (one push) is one iteration.

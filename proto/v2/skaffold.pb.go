@@ -1,7 +1,8 @@
 // The Skaffold API, version 2, wire-compatible with Skaffold's
 // proto/v2/skaffold.proto: the same package, service, method, message and
 // field names, field numbers and HTTP routes. Written from the team's
-// reference notes on the Skaffold wire format.
+// reference notes on the Skaffold wire format. The one addition,
+// Event.kgd_sequence (field 1000), is opt-in and unset by default.
 //
 // Each kube-git-deploy job is one dev loop iteration: its tasks are
 // DevLoop-<n>, Build-<n>, Render-<n>, Deploy-<n> and StatusCheck-<n>.
@@ -1294,7 +1295,15 @@ type Event struct {
 	//	*Event_VerifyEvent
 	//	*Event_CloudRunReadyEvent
 	//	*Event_ExecEvent
-	EventType     isEvent_EventType `protobuf_oneof:"event_type"`
+	EventType isEvent_EventType `protobuf_oneof:"event_type"`
+	// kube-git-deploy's addition, not Skaffold's: the event's number in its
+	// repository's sequence, which a client passes back as x-kgd-since
+	// (HTTP ?since=) to resume right after it. Set only when the client asks
+	// for it (x-kgd-sequence: true, HTTP ?sequence=true); unset it is absent
+	// from the binary and the JSON encoding alike, so Skaffold's own clients
+	// see exactly Skaffold's message. The high number keeps clear of any
+	// field Skaffold may add.
+	KgdSequence   *int64 `protobuf:"varint,1000,opt,name=kgd_sequence,json=kgdSequence,proto3,oneof" json:"kgd_sequence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1485,6 +1494,13 @@ func (x *Event) GetExecEvent() *ExecSubtaskEvent {
 		}
 	}
 	return nil
+}
+
+func (x *Event) GetKgdSequence() int64 {
+	if x != nil && x.KgdSequence != nil {
+		return *x.KgdSequence
+	}
+	return 0
 }
 
 type isEvent_EventType interface {
@@ -3745,7 +3761,7 @@ const file_v2_skaffold_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"I\n" +
 	"\rFileSyncState\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12 \n" +
-	"\vautoTrigger\x18\x02 \x01(\bR\vautoTrigger\"\xc4\t\n" +
+	"\vautoTrigger\x18\x02 \x01(\bR\vautoTrigger\"\xfe\t\n" +
 	"\x05Event\x128\n" +
 	"\ttimestamp\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x123\n" +
 	"\tmetaEvent\x18\x02 \x01(\v2\x13.proto.v2.MetaEventH\x00R\tmetaEvent\x12H\n" +
@@ -3764,9 +3780,11 @@ const file_v2_skaffold_proto_rawDesc = "" +
 	"\vrenderEvent\x18\x0e \x01(\v2\x1c.proto.v2.RenderSubtaskEventH\x00R\vrenderEvent\x12@\n" +
 	"\vverifyEvent\x18\x0f \x01(\v2\x1c.proto.v2.VerifySubtaskEventH\x00R\vverifyEvent\x12N\n" +
 	"\x12cloudRunReadyEvent\x18\x10 \x01(\v2\x1c.proto.v2.CloudRunReadyEventH\x00R\x12cloudRunReadyEvent\x12:\n" +
-	"\texecEvent\x18\x11 \x01(\v2\x1a.proto.v2.ExecSubtaskEventH\x00R\texecEventB\f\n" +
+	"\texecEvent\x18\x11 \x01(\v2\x1a.proto.v2.ExecSubtaskEventH\x00R\texecEvent\x12'\n" +
+	"\fkgd_sequence\x18\xe8\a \x01(\x03H\x01R\vkgdSequence\x88\x01\x01B\f\n" +
 	"\n" +
-	"event_type\"U\n" +
+	"event_typeB\x0f\n" +
+	"\r_kgd_sequence\"U\n" +
 	"\x10TerminationEvent\x12\x16\n" +
 	"\x06status\x18\x01 \x01(\tR\x06status\x12)\n" +
 	"\x03err\x18\x02 \x01(\v2\x17.proto.v2.ActionableErrR\x03err\"\x94\x01\n" +

@@ -1,7 +1,8 @@
 // The Skaffold API, version 2, wire-compatible with Skaffold's
 // proto/v2/skaffold.proto: the same package, service, method, message and
 // field names, field numbers and HTTP routes. Written from the team's
-// reference notes on the Skaffold wire format.
+// reference notes on the Skaffold wire format. The one addition,
+// Event.kgd_sequence (field 1000), is opt-in and unset by default.
 //
 // Each kube-git-deploy job is one dev loop iteration: its tasks are
 // DevLoop-<n>, Build-<n>, Render-<n>, Deploy-<n> and StatusCheck-<n>.

@@ -20,9 +20,10 @@ import (
 // From says where reading a scope's events starts.
 type From struct {
 	// AfterSeq, for a one-repository scope, starts after this number of
-	// the repository's sequence: only events numbered higher are
-	// delivered, so a client resumes exactly where it stopped. Batches
-	// stored before sequence numbers existed are never delivered then.
+	// the repository's sequence (0: from its first numbered event): only
+	// events numbered higher are delivered, so a client resumes exactly
+	// where it stopped. A one-repository scope never delivers the batches
+	// stored before sequence numbers existed; all repositories do.
 	AfterSeq int64
 	// Since starts with the batches committed at or after it (any scope);
 	// zero is from the first. Ignored with AfterSeq.
@@ -35,16 +36,30 @@ type From struct {
 // and the live part, so there is no gap and no duplicate between them.
 // scope is "owner/name" for one repository, or "" for all of them.
 //
-// Order: a repository's batches arrive in the order they were committed,
-// which is the order of their sequence numbers (AppendEvents numbers them
-// in the same transaction); with all repositories in scope, batches of
-// different repositories are ordered by Firestore's commit time, ties
-// broken by document id, so two watchers always see the same order.
+// Order: a repository's batches arrive in the order of their sequence
+// numbers, which is the order their appends committed in (AppendEvents
+// numbers them in the same transaction that advances the repository's
+// counter, so they serialize). With all repositories in scope, batches
+// are ordered by their commit time (the created timestamp), ties broken
+// by document id ("<job id>-<chunk>"): a replay always comes in that
+// order, and so do live batches, as Firestore's listener delivers the
+// commits it observes in commit-time order. Batches of different
+// repositories committed at the same moment by concurrent writers have
+// no order beyond that rule.
 //
 // In production a scoped watch needs the composite indexes events(repo
 // ASC, created ASC) and events(repo ASC, seq_last ASC)
 // (terraform/firestore.tf).
 func (s *Store) WatchEvents(ctx context.Context, scope string, from From, fn func(EventBatch) error) error {
+	return s.WatchEventsCommitted(ctx, scope, from, func(b EventBatch, _ time.Time) error { return fn(b) })
+}
+
+// WatchEventsCommitted is WatchEvents that also hands fn each batch's
+// commit time: its events document's created timestamp, by which an
+// all-repositories scope is ordered and which From.Since compares with.
+// A caller that restarts a watch from the last commit time it saw
+// (From.Since is inclusive) uses it to skip what it already has.
+func (s *Store) WatchEventsCommitted(ctx context.Context, scope string, from From, fn func(EventBatch, time.Time) error) error {
 	q, err := s.eventsQuery(scope, from)
 	if err != nil {
 		return err
@@ -88,7 +103,7 @@ func (s *Store) ReadEvents(ctx context.Context, scope string, from From, fn func
 		if err != nil {
 			return fmt.Errorf("read events: %w", translate(err))
 		}
-		if err := deliver(snap, from, fn); err != nil {
+		if err := deliver(snap, from, func(b EventBatch, _ time.Time) error { return fn(b) }); err != nil {
 			return err
 		}
 	}
@@ -112,19 +127,20 @@ func (s *Store) eventsQuery(scope string, from From) (firestore.Query, error) {
 		return firestore.Query{}, fmt.Errorf("watch events of %q: %w", scope, ErrInvalid)
 	}
 	repo := events.Where("repo", "==", RepoKey(owner, name))
-	switch {
-	case from.AfterSeq > 0:
-		return repo.Where("seq_last", ">", from.AfterSeq).OrderBy("seq_last", firestore.Asc), nil
-	case !from.Since.IsZero():
+	if !from.Since.IsZero() && from.AfterSeq == 0 {
 		return repo.Where("created", ">=", from.Since).OrderBy("created", firestore.Asc), nil
 	}
-	return repo.OrderBy("created", firestore.Asc), nil
+	// By sequence number, not commit time: numbers are the order the
+	// repository's appends were serialized in, while commit times can tie
+	// (the emulator keeps milliseconds), and a tie would be broken by the
+	// document id, which is not that order.
+	return repo.Where("seq_last", ">", from.AfterSeq).OrderBy("seq_last", firestore.Asc), nil
 }
 
 // deliver decodes a batch and hands it to fn, without the events at or
 // before from.AfterSeq (a batch can straddle the resume position).
-func deliver(snap *firestore.DocumentSnapshot, from From, fn func(EventBatch) error) error {
-	b, err := decodeBatch(snap)
+func deliver(snap *firestore.DocumentSnapshot, from From, fn func(EventBatch, time.Time) error) error {
+	b, created, err := decodeBatch(snap)
 	if err != nil {
 		return err
 	}
@@ -134,7 +150,7 @@ func deliver(snap *firestore.DocumentSnapshot, from From, fn func(EventBatch) er
 			return nil
 		}
 	}
-	return fn(b)
+	return fn(b, created)
 }
 
 // after returns b without its events numbered at most seq.
@@ -181,10 +197,12 @@ func (s *Store) IterationStart(ctx context.Context, owner, name string, iteratio
 	}
 }
 
-func decodeBatch(snap *firestore.DocumentSnapshot) (EventBatch, error) {
+// decodeBatch returns the batch of an events document and its commit
+// time (created).
+func decodeBatch(snap *firestore.DocumentSnapshot) (EventBatch, time.Time, error) {
 	var d eventDoc
 	if err := snap.DataTo(&d); err != nil {
-		return EventBatch{}, fmt.Errorf("decode events %s: %w", snap.Ref.ID, err)
+		return EventBatch{}, time.Time{}, fmt.Errorf("decode events %s: %w", snap.Ref.ID, err)
 	}
 	owner, name, _ := strings.Cut(d.Repo, "~")
 	b := EventBatch{Job: JobRef{ID: d.JobID, Owner: owner, Name: name, Iteration: int(d.Iteration)}, Chunk: int(d.Chunk),
@@ -192,16 +210,39 @@ func decodeBatch(snap *firestore.DocumentSnapshot) (EventBatch, error) {
 	for i, raw := range d.V1 {
 		e := new(v1pb.LogEntry)
 		if err := proto.Unmarshal(raw, e); err != nil {
-			return EventBatch{}, fmt.Errorf("decode events %s: v1 event %d: %w", snap.Ref.ID, i, err)
+			return EventBatch{}, time.Time{}, fmt.Errorf("decode events %s: v1 event %d: %w", snap.Ref.ID, i, err)
 		}
 		b.V1 = append(b.V1, e)
 	}
 	for i, raw := range d.V2 {
 		e := new(v2pb.Event)
 		if err := proto.Unmarshal(raw, e); err != nil {
-			return EventBatch{}, fmt.Errorf("decode events %s: v2 event %d: %w", snap.Ref.ID, i, err)
+			return EventBatch{}, time.Time{}, fmt.Errorf("decode events %s: v2 event %d: %w", snap.Ref.ID, i, err)
 		}
 		b.V2 = append(b.V2, e)
 	}
-	return b, nil
+	return b, d.Created, nil
+}
+
+// LastSequence returns the highest sequence number given to an event of
+// owner/name so far (0 before its first numbered event): a resume
+// position above it is in the future. Numbers are never reused, so it
+// only grows, also when the events expire.
+func (s *Store) LastSequence(ctx context.Context, owner, name string) (int64, error) {
+	if err := checkRepo(owner, name); err != nil {
+		return 0, fmt.Errorf("last sequence number: %w", err)
+	}
+	snap, err := s.client.Collection(SequencesCollection).Doc(RepoKey(owner, name)).Get(ctx)
+	if isNotFound(err) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("last sequence number of %s/%s: %w", owner, name, translate(err))
+	}
+	v, err := snap.DataAt("next")
+	next, ok := v.(int64)
+	if err != nil || !ok || next < 1 {
+		return 0, fmt.Errorf("last sequence number of %s/%s: counter %v is not a number: %w", owner, name, v, ErrInvalid)
+	}
+	return next - 1, nil
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
+	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
 )
 
@@ -85,5 +86,89 @@ func TestWatchEvents(t *testing.T) {
 	}
 	if err := e.store.WatchEvents(e.ctx, "not a repo", store.From{}, func(store.EventBatch) error { return nil }); !errors.Is(err, store.ErrInvalid) {
 		t.Errorf("WatchEvents(bad scope) = %v, want ErrInvalid", err)
+	}
+}
+
+// TestWatchEventsCommitted: each batch comes with its commit time, in the
+// order of the scope, and a watch from one of those times (From.Since,
+// inclusive) starts with that batch.
+func TestWatchEventsCommitted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	refs := []store.JobRef{
+		{ID: "job-a", Owner: "octo", Name: "app", Iteration: 1},
+		{ID: "job-b", Owner: "octo", Name: "other", Iteration: 1},
+		{ID: "job-c", Owner: "octo", Name: "app", Iteration: 2},
+	}
+	for _, ref := range refs {
+		if err := e.store.AppendEvents(e.ctx, store.EventBatch{Job: ref, V1: []*v1pb.LogEntry{{Entry: ref.ID}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	type got struct {
+		id      string
+		created time.Time
+	}
+	watch := func(from store.From, n int) []got {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(e.ctx, 15*time.Second)
+		defer cancel()
+		var out []got
+		stop := errors.New("enough")
+		err := e.store.WatchEventsCommitted(ctx, "", from, func(b store.EventBatch, created time.Time) error {
+			out = append(out, got{b.Job.ID, created})
+			if len(out) == n {
+				return stop
+			}
+			return nil
+		})
+		if !errors.Is(err, stop) {
+			t.Fatalf("WatchEventsCommitted = %v after %v", err, out)
+		}
+		return out
+	}
+	all := watch(store.From{}, 3)
+	for i, g := range all {
+		if g.created.IsZero() || (i > 0 && g.created.Before(all[i-1].created)) {
+			t.Errorf("commit times %v are not set and non-decreasing", all)
+		}
+	}
+	if again := watch(store.From{Since: all[1].created}, 1); again[0].id != all[1].id || !again[0].created.Equal(all[1].created) {
+		t.Errorf("watch from %v starts with %v, want %v", all[1].created, again[0], all[1])
+	}
+}
+
+// TestLastSequence: 0 before the first event, then the number of the last
+// event stored, per repository; a bad repository is ErrInvalid.
+func TestLastSequence(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	last := func(owner, name string) int64 {
+		t.Helper()
+		n, err := e.store.LastSequence(e.ctx, owner, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	if n := last("octo", "app"); n != 0 {
+		t.Errorf("LastSequence before any event = %d, want 0", n)
+	}
+	a := store.JobRef{ID: "job-a", Owner: "octo", Name: "app", Iteration: 1}
+	b := store.JobRef{ID: "job-b", Owner: "octo", Name: "other", Iteration: 1}
+	for chunk, ref := range []store.JobRef{a, b, a} {
+		batch := store.EventBatch{Job: ref, Chunk: chunk, V1: []*v1pb.LogEntry{{Entry: "x"}, {Entry: "y"}}, V2: []*v2pb.Event{{}}}
+		if err := e.store.AppendEvents(e.ctx, batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := last("octo", "app"); n != 6 {
+		t.Errorf("LastSequence(octo/app) = %d, want 6 (two batches of three)", n)
+	}
+	if n := last("octo", "other"); n != 3 {
+		t.Errorf("LastSequence(octo/other) = %d, want 3", n)
+	}
+	if _, err := e.store.LastSequence(e.ctx, "octo", ".."); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("LastSequence(octo/..) = %v, want ErrInvalid", err)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/feed"
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/skaffold"
@@ -153,16 +155,23 @@ type apiOptions struct {
 	auth         caller.Mode // default local
 	operators    []string
 	handle       bool
+	// Stream settings (0: the service's defaults).
+	maxStreams       int
+	replayIterations int
+	trackCheck       time.Duration
+	maxHistory       int
+	now              func() time.Time // the service's clock
 }
 
 func (b *backend) startAPI(opts apiOptions) *api {
 	b.t.Helper()
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	f := feed.New(b.store, feed.Options{MaxLag: opts.maxLag, LagGrace: 200 * time.Millisecond, Linger: time.Second}, log)
+	f := feed.New(b.store, feed.Options{MaxLag: opts.maxLag, LagGrace: 200 * time.Millisecond, Linger: time.Second, MaxHistory: opts.maxHistory}, log)
 	if opts.auth == "" {
 		opts.auth = caller.ModeLocal
 	}
-	svc, err := skaffold.New(b.store, b.pub, f, log, skaffold.Options{Auth: opts.auth, Operators: opts.operators, HandleEnabled: opts.handle})
+	svc, err := skaffold.New(b.store, b.pub, f, log, skaffold.Options{Auth: opts.auth, Operators: opts.operators, HandleEnabled: opts.handle,
+		MaxStreams: opts.maxStreams, ReplayIterations: opts.replayIterations, TrackCheck: opts.trackCheck, Now: opts.now})
 	if err != nil {
 		b.t.Fatal(err)
 	}
@@ -304,3 +313,94 @@ func equal(a, b []string) bool { return strings.Join(a, "\x00") == strings.Join(
 func newReader(resp *http.Response) *bufio.Reader { return bufio.NewReader(resp.Body) }
 
 func insecureCreds() credentials.TransportCredentials { return insecure.NewCredentials() }
+
+// storedEvent is one v1 event as stored, with its batch's commit time.
+type storedEvent struct {
+	text    string
+	created time.Time
+}
+
+// stored returns the v1 events of every stored events document in the
+// documented order of a stream of all repositories: by commit time
+// (created), ties broken by document id.
+func (b *backend) stored() []storedEvent {
+	b.t.Helper()
+	snaps, err := b.fs.Collection(store.EventsCollection).Documents(b.ctx).GetAll()
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	type doc struct {
+		id      string
+		created time.Time
+		v1      [][]byte
+	}
+	var docs []doc
+	for _, snap := range snaps {
+		var d struct {
+			Created time.Time `firestore:"created"`
+			V1      [][]byte  `firestore:"v1"`
+		}
+		if err := snap.DataTo(&d); err != nil {
+			b.t.Fatal(err)
+		}
+		docs = append(docs, doc{snap.Ref.ID, d.Created, d.V1})
+	}
+	slices.SortFunc(docs, func(x, y doc) int {
+		if c := x.created.Compare(y.created); c != 0 {
+			return c
+		}
+		return strings.Compare(x.id, y.id)
+	})
+	var out []storedEvent
+	for _, d := range docs {
+		for _, raw := range d.v1 {
+			e := new(v1pb.LogEntry)
+			if err := proto.Unmarshal(raw, e); err != nil {
+				b.t.Fatal(err)
+			}
+			out = append(out, storedEvent{e.GetEntry(), d.created})
+		}
+	}
+	return out
+}
+
+// storeOrder returns the texts of stored() : tests compare a stream of
+// all repositories with it rather than with the order they wrote in,
+// which two writes in the same millisecond (the emulator's resolution)
+// would not keep.
+func (b *backend) storeOrder() []string {
+	b.t.Helper()
+	var out []string
+	for _, e := range b.stored() {
+		out = append(out, e.text)
+	}
+	return out
+}
+
+// claimedJob creates a job of owner/name and claims it as a runner
+// starting it would, which gives it the repository's next iteration.
+func (b *backend) claimedJob(owner, name, delivery string) *store.Job {
+	b.t.Helper()
+	j, err := b.store.CreateJob(b.ctx, store.Job{Owner: owner, Name: name, DeliveryID: delivery})
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	claimed, err := b.store.ClaimJob(b.ctx, j.ID, "test-runner", time.Hour, time.Now())
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return claimed
+}
+
+// waitFor polls cond until it holds, failing the test after a generous
+// deadline: for state that becomes true asynchronously.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

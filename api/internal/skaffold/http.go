@@ -46,7 +46,9 @@ func Marshaler() runtime.Marshaler {
 // NewHTTPHandler returns the HTTP gateway of both API versions, calling
 // the gRPC server through conn, plus GET /healthz (liveness) and GET
 // /readyz (readiness). The scope of a call comes from ?repository= or the
-// X-Kgd-Repository header; the caller's identity token from the
+// X-Kgd-Repository header, a stream's resume position from ?since= or
+// X-Kgd-Since, its sequence numbers from ?sequence= or X-Kgd-Sequence;
+// the caller's identity token from the
 // Authorization header (grpc-gateway forwards it as "authorization") or
 // X-Serverless-Authorization. Grpc-Metadata-* headers cannot set either.
 func NewHTTPHandler(ctx context.Context, conn *grpc.ClientConn, opts HTTPOptions) (http.Handler, error) {
@@ -67,10 +69,14 @@ func NewHTTPHandler(ctx context.Context, conn *grpc.ClientConn, opts HTTPOptions
 			return nil
 		}),
 		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
-			if vs, ok := r.URL.Query()[ScopeQuery]; ok {
-				return metadata.MD{ScopeKey: vs}
+			md := metadata.MD{}
+			q := r.URL.Query()
+			for param, key := range map[string]string{ScopeQuery: ScopeKey, SinceQuery: SinceKey, SequenceQuery: SequenceKey} {
+				if vs, ok := q[param]; ok {
+					md[key] = vs
+				}
 			}
-			return nil
+			return md
 		}),
 	)
 	if err := v1pb.RegisterSkaffoldServiceHandler(ctx, gw, conn); err != nil {
@@ -111,13 +117,18 @@ func NewHTTPHandler(ctx context.Context, conn *grpc.ClientConn, opts HTTPOptions
 
 // incomingHeader maps HTTP headers to gRPC metadata: grpc-gateway's
 // defaults (Grpc-Metadata-K as k; Authorization is forwarded as
-// "authorization" by grpc-gateway itself), plus X-Kgd-Repository and
-// X-Serverless-Authorization. A Grpc-Metadata-* header never sets an
-// identity token: only the headers Cloud Run IAM checked may.
+// "authorization" by grpc-gateway itself), plus X-Kgd-Repository,
+// X-Kgd-Since, X-Kgd-Sequence and X-Serverless-Authorization. A
+// Grpc-Metadata-* header never sets an identity token: only the headers
+// Cloud Run IAM checked may.
 func incomingHeader(key string) (string, bool) {
 	switch {
 	case strings.EqualFold(key, ScopeKey):
 		return ScopeKey, true
+	case strings.EqualFold(key, SinceKey):
+		return SinceKey, true
+	case strings.EqualFold(key, SequenceKey):
+		return SequenceKey, true
 	case strings.EqualFold(key, ServerlessAuthorizationKey):
 		return ServerlessAuthorizationKey, true
 	}

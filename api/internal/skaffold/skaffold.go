@@ -7,8 +7,25 @@
 //     client sends the gRPC metadata "x-kgd-repository: owner/name" (over
 //     HTTP: the query parameter ?repository=owner/name or the header
 //     X-Kgd-Repository).
-//   - Events replays every stored event in scope, oldest first, then
-//     streams new ones; it never ends by itself.
+//   - Events replays a recent window of the stored events in scope —
+//     the repository's last Options.ReplayIterations iterations, or with
+//     all repositories the batches committed in the last
+//     Options.ReplayWindow — oldest first, then streams new ones; it never
+//     ends by itself. With one repository in scope a client resumes after
+//     a sequence number instead ("x-kgd-since: N", HTTP ?since=N): exactly
+//     the events numbered higher. Every MetaEvent carries its number in
+//     metadata.additional["sequence"]; "x-kgd-sequence: true" (HTTP
+//     ?sequence=true) sets every event's kgd_sequence field as well.
+//     A position beyond the repository's latest number, or one whose next
+//     events have expired, is OutOfRange. Streams need a tracked
+//     repository (NotFound, also once it is untracked while streaming,
+//     checked every Options.TrackCheck), and an instance serves at most
+//     Options.MaxStreams at once (ResourceExhausted, HTTP 429).
+//   - Order of a stream: one repository's events by sequence number (the
+//     order they were recorded in); with all repositories in scope, the
+//     stored batches by commit time, ties broken by document id
+//     ("<job id>-<chunk>"), each batch's events by sequence number — the
+//     order store.WatchEvents guarantees, the same on every instance.
 //   - GetState is the state of the latest job in scope, with the autoTrigger
 //     flags of its repository's control settings.
 //   - AutoBuild/AutoDeploy/AutoSync persist the repository's triggers;
@@ -34,7 +51,10 @@ import (
 	"log/slog"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -63,6 +83,25 @@ const ScopeKey = "x-kgd-repository"
 
 // ScopeQuery is the HTTP query parameter that scopes a call.
 const ScopeQuery = "repository"
+
+// SinceKey is the gRPC metadata key (and HTTP header) with which an event
+// stream resumes after a sequence number of the scoped repository.
+const SinceKey = "x-kgd-since"
+
+// SinceQuery is the HTTP query parameter of SinceKey.
+const SinceQuery = "since"
+
+// SequenceKey is the gRPC metadata key (and HTTP header) with which a
+// client asks for every event's sequence number ("true"): the
+// kgd_sequence field of v1 LogEntry and v2 Event, unset otherwise.
+const SequenceKey = "x-kgd-sequence"
+
+// SequenceQuery is the HTTP query parameter of SequenceKey.
+const SequenceQuery = "sequence"
+
+// MetaSequenceKey is the key of metadata.additional under which every
+// streamed MetaEvent carries its own sequence number, in decimal.
+const MetaSequenceKey = "sequence"
 
 // JobsHeader is the response metadata key in which Execute and Auto*
 // name the jobs they started, "owner/name=job-id" each.
@@ -107,6 +146,8 @@ type Store interface {
 	ReleasePendingJob(ctx context.Context, owner, name string, forceDeploy bool) (*store.Job, error)
 	CreateDeployJob(ctx context.Context, owner, name string, now time.Time) (*store.Job, error)
 	Jobs(ctx context.Context, owner, name string, limit int) ([]store.Job, error)
+	IterationStart(ctx context.Context, owner, name string, iteration int) (int64, error)
+	LastSequence(ctx context.Context, owner, name string) (int64, error)
 	MarkJobPublished(ctx context.Context, id, messageID string, at time.Time) error
 	AppendEvents(ctx context.Context, b store.EventBatch) error
 	UpdateState(ctx context.Context, owner, name string, fn func(*store.RepoState) error) error
@@ -119,7 +160,7 @@ type Publisher interface {
 
 // Feed serves event streams (feed.Feed).
 type Feed interface {
-	Subscribe(scope string) (*feed.Subscription, error)
+	Subscribe(scope string, from, window store.From) (*feed.Subscription, error)
 }
 
 // Options configure a Service.
@@ -135,6 +176,21 @@ type Options struct {
 	// HandleEnabled turns Handle on (KGD_HANDLE_ENABLED); off, Handle is
 	// FailedPrecondition.
 	HandleEnabled bool
+	// ReplayIterations is how many of a repository's latest iterations a
+	// stream scoped to it replays when it does not resume
+	// (KGD_STREAM_REPLAY_ITERATIONS); 0 means 5.
+	ReplayIterations int
+	// ReplayWindow is how far back a stream of all repositories replays
+	// (KGD_STREAM_REPLAY_WINDOW); 0 means 1 hour.
+	ReplayWindow time.Duration
+	// MaxStreams is how many streams (Events, EventLog, ApplicationLogs)
+	// the service serves at once (KGD_STREAM_MAX); 0 means 2000.
+	MaxStreams int
+	// TrackCheck is how often a stream of one repository checks that the
+	// repository is still tracked (one read per repository and interval
+	// for all its streams); an untracked repository's streams end with
+	// NotFound. 0 means 1 minute.
+	TrackCheck time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -149,6 +205,15 @@ type Service struct {
 	auth      caller.Mode
 	operators []string
 	handleOn  bool
+
+	replayIterations int
+	replayWindow     time.Duration
+	maxStreams       int
+	streams          atomic.Int64 // open streams
+	trackCheck       time.Duration
+
+	trackMu sync.Mutex
+	tracked map[string]trackedAt // the last tracking check per scope key
 
 	// stopping ends every stream when the server shuts down.
 	stopping    context.Context
@@ -173,9 +238,37 @@ func New(st Store, pub Publisher, f Feed, log *slog.Logger, opts Options) (*Serv
 			ops = append(ops, o)
 		}
 	}
+	if opts.ReplayIterations <= 0 {
+		opts.ReplayIterations = 5
+	}
+	if opts.ReplayWindow <= 0 {
+		opts.ReplayWindow = time.Hour
+	}
+	if opts.MaxStreams <= 0 {
+		opts.MaxStreams = 2000
+	}
+	if opts.TrackCheck <= 0 {
+		opts.TrackCheck = time.Minute
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Service{store: st, pub: pub, feed: f, log: log, now: now, auth: opts.Auth, operators: ops, handleOn: opts.HandleEnabled,
+		replayIterations: opts.ReplayIterations, replayWindow: opts.ReplayWindow, maxStreams: opts.MaxStreams,
+		trackCheck: opts.TrackCheck, tracked: map[string]trackedAt{},
 		stopping: ctx, stopStreams: cancel}, nil
+}
+
+// Streams returns the number of streams open now.
+func (svc *Service) Streams() int { return int(svc.streams.Load()) }
+
+// admit counts a new stream in, or refuses it with ResourceExhausted
+// when MaxStreams are open; done counts it out.
+func (svc *Service) admit() (done func(), err error) {
+	if n := svc.streams.Add(1); n > int64(svc.maxStreams) {
+		svc.streams.Add(-1)
+		return nil, status.Errorf(codes.ResourceExhausted, "too many streams: this API instance already serves %d, its limit (KGD_STREAM_MAX); retry later", svc.maxStreams)
+	}
+	var once sync.Once
+	return func() { once.Do(func() { svc.streams.Add(-1) }) }, nil
 }
 
 // Register registers both API versions on s.
@@ -227,18 +320,28 @@ func ParseScope(v string) (owner, name string, err error) {
 	return owner, name, nil
 }
 
-func scopeOf(ctx context.Context) (scope, error) {
+// single returns the one value of ctx's metadata key ("" if none): empty
+// values are ignored, and different ones are InvalidArgument.
+func single(ctx context.Context, key string) (string, error) {
 	md, _ := metadata.FromIncomingContext(ctx)
 	var v string
-	for _, s := range md.Get(ScopeKey) {
+	for _, s := range md.Get(key) {
 		s = strings.TrimSpace(s)
 		if s == "" {
 			continue
 		}
 		if v != "" && !strings.EqualFold(v, s) {
-			return scope{}, status.Errorf(codes.InvalidArgument, "conflicting %s values %q and %q", ScopeKey, truncate(v, 200), truncate(s, 200))
+			return "", status.Errorf(codes.InvalidArgument, "conflicting %s values %q and %q", key, truncate(v, 200), truncate(s, 200))
 		}
 		v = s
+	}
+	return v, nil
+}
+
+func scopeOf(ctx context.Context) (scope, error) {
+	v, err := single(ctx, ScopeKey)
+	if err != nil {
+		return scope{}, err
 	}
 	owner, name, err := ParseScope(v)
 	if err != nil {
@@ -339,17 +442,206 @@ func grpcError(err error, what string) error {
 	return status.Errorf(code, "%s: %v", what, err)
 }
 
-// stream sends the scope's batches with send until the client goes away,
-// the feed fails or the server stops.
-func (svc *Service) stream(ctx context.Context, send func(store.EventBatch) error) error {
-	if _, err := svc.identify(ctx); err != nil {
-		return err
+// streamOptions are an event stream's own parameters.
+type streamOptions struct {
+	since    *int64 // resume after this sequence number
+	sequence bool   // set kgd_sequence
+}
+
+func streamOptionsOf(ctx context.Context) (streamOptions, error) {
+	var o streamOptions
+	v, err := single(ctx, SinceKey)
+	if err != nil {
+		return o, err
 	}
-	sc, err := scopeOf(ctx)
+	if v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return o, status.Errorf(codes.InvalidArgument, "%s %q is not a sequence number (a whole number, 0 or more)", SinceKey, truncate(v, 40))
+		}
+		o.since = &n
+	}
+	if v, err = single(ctx, SequenceKey); err != nil {
+		return o, err
+	}
+	if v != "" {
+		if o.sequence, err = strconv.ParseBool(v); err != nil {
+			return o, status.Errorf(codes.InvalidArgument, "%s %q is not true or false", SequenceKey, truncate(v, 40))
+		}
+	}
+	return o, nil
+}
+
+// open checks a stream's caller, scope and parameters and counts it in
+// (done counts it out). For a one-repository scope it returns the tracked
+// repository.
+func (svc *Service) open(ctx context.Context) (sc scope, o streamOptions, repo *store.Repository, done func(), err error) {
+	if _, err = svc.identify(ctx); err != nil {
+		return
+	}
+	if sc, err = scopeOf(ctx); err != nil {
+		return
+	}
+	if o, err = streamOptionsOf(ctx); err != nil {
+		return
+	}
+	if o.since != nil && sc.all() {
+		err = status.Errorf(codes.InvalidArgument, "since needs a repository scope: set %s (HTTP: ?%s=owner/name); with all repositories in scope a stream replays the last %s",
+			ScopeKey, ScopeQuery, svc.replayWindow)
+		return
+	}
+	if done, err = svc.admit(); err != nil {
+		return
+	}
+	if !sc.all() {
+		repo, err = svc.store.Repository(ctx, sc.owner, sc.name)
+		if errors.Is(err, store.ErrNotFound) {
+			err = status.Errorf(codes.NotFound, "%s is not tracked", sc)
+		} else if err != nil {
+			err = grpcError(err, "read repository")
+		}
+		if err == nil && o.since != nil {
+			err = svc.checkSince(ctx, sc, *o.since)
+		}
+		if err != nil {
+			done()
+			return
+		}
+	}
+	return sc, o, repo, done, nil
+}
+
+// checkSince refuses a resume position beyond the repository's latest
+// sequence number: the client holds a number this repository never gave
+// out (another repository's, or a mistake), and waiting for it to come
+// would silently skip every event up to it.
+func (svc *Service) checkSince(ctx context.Context, sc scope, since int64) error {
+	last, err := svc.store.LastSequence(ctx, sc.owner, sc.name)
+	if err != nil {
+		return grpcError(err, "read the latest sequence number")
+	}
+	if since > last {
+		return status.Errorf(codes.OutOfRange, "since %d is beyond the latest sequence number of %s, %d: resume after a number this repository's stream gave, or omit since to replay the recent window", since, sc, last)
+	}
+	return nil
+}
+
+// trackedAt is the outcome of a tracking check and when it was made.
+type trackedAt struct {
+	at      time.Time
+	tracked bool
+}
+
+// stillTracked reports whether sc's repository is tracked, reading the
+// store at most about once per TrackCheck/2 per repository, whatever the
+// number of its streams.
+func (svc *Service) stillTracked(ctx context.Context, sc scope) (bool, error) {
+	key := sc.key()
+	now := svc.now()
+	svc.trackMu.Lock()
+	c, ok := svc.tracked[key]
+	svc.trackMu.Unlock()
+	if ok && now.Sub(c.at) < svc.trackCheck/2 {
+		return c.tracked, nil
+	}
+	_, err := svc.store.Repository(ctx, sc.owner, sc.name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return false, err
+	}
+	c = trackedAt{at: now, tracked: err == nil}
+	svc.trackMu.Lock()
+	defer svc.trackMu.Unlock()
+	svc.tracked[key] = c
+	for k, v := range svc.tracked { // forget repositories nobody streams
+		if now.Sub(v.at) > 2*svc.trackCheck {
+			delete(svc.tracked, k)
+		}
+	}
+	return c.tracked, nil
+}
+
+// errUntracked ends the streams of a repository that is no longer
+// tracked.
+var errUntracked = errors.New("untracked")
+
+// watchTracking cancels ctx with errUntracked once sc's repository is no
+// longer tracked; it returns when ctx ends. A failed check is logged and
+// retried at the next interval: it ends no stream.
+func (svc *Service) watchTracking(ctx context.Context, cancel context.CancelCauseFunc, sc scope) {
+	t := time.NewTicker(svc.trackCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		tracked, err := svc.stillTracked(ctx, sc)
+		if err != nil {
+			if ctx.Err() == nil {
+				svc.log.WarnContext(ctx, "check that a streamed repository is tracked", logging.KeyRepo, sc.key(), logging.KeyErr, err.Error())
+			}
+			continue
+		}
+		if !tracked {
+			cancel(errUntracked)
+			return
+		}
+	}
+}
+
+// firstSeq is the lowest sequence number of b (0 if it has none).
+func firstSeq(b store.EventBatch) int64 {
+	var first int64
+	for _, s := range [][]int64{b.V1Seq, b.V2Seq} {
+		if len(s) > 0 && (first == 0 || s[0] < first) {
+			first = s[0]
+		}
+	}
+	return first
+}
+
+// replayStart returns where a stream of repo that does not resume starts:
+// after the sequence number before the first event of its iteration
+// NextIteration-ReplayIterations, or of the earliest of the later ones
+// that has numbered events; from the first stored event if there is none
+// (or the repository has fewer iterations).
+func (svc *Service) replayStart(ctx context.Context, repo *store.Repository) (store.From, error) {
+	for it := repo.NextIteration - svc.replayIterations; it >= 1 && it < repo.NextIteration; it++ {
+		seq, err := svc.store.IterationStart(ctx, repo.Owner, repo.Name, it)
+		if err == nil {
+			return store.From{AfterSeq: seq}, nil
+		}
+		if !errors.Is(err, store.ErrNotFound) {
+			return store.From{}, grpcError(err, "events: find the replay window")
+		}
+	}
+	return store.From{}, nil
+}
+
+// stream sends the scope's batches with send until the client goes away,
+// the feed fails or the server stops. seq says whether to set every
+// event's kgd_sequence.
+func (svc *Service) stream(ctx context.Context, send func(b store.EventBatch, seq bool) error) error {
+	sc, o, repo, done, err := svc.open(ctx)
 	if err != nil {
 		return err
 	}
-	sub, err := svc.feed.Subscribe(sc.key())
+	defer done()
+	var from, window store.From
+	if sc.all() {
+		window = store.From{Since: svc.now().Add(-svc.replayWindow)}
+		from = window
+	} else {
+		if window, err = svc.replayStart(ctx, repo); err != nil {
+			return err
+		}
+		from = window
+		if o.since != nil {
+			from = store.From{AfterSeq: *o.since}
+		}
+	}
+	sub, err := svc.feed.Subscribe(sc.key(), from, window)
 	if err != nil {
 		return grpcError(err, "events")
 	}
@@ -359,30 +651,53 @@ func (svc *Service) stream(ctx context.Context, send func(store.EventBatch) erro
 	if err := grpc.SendHeader(ctx, metadata.Pairs(streamHeader, "open")); err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(svc.stopping, cancel)
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(svc.stopping, func() { cancel(nil) })
 	defer stop()
+	if !sc.all() {
+		go svc.watchTracking(ctx, cancel, sc)
+	}
+	// A resumed stream must go on right after its position: the events
+	// after it may have expired (retention) meanwhile. (since=0 asks for
+	// everything kept, however old.)
+	resumed := o.since != nil && *o.since > 0
 	for {
 		b, err := sub.Next(ctx)
 		if err != nil {
-			if svc.stopping.Err() != nil {
+			switch {
+			case svc.stopping.Err() != nil:
 				return status.Error(codes.Unavailable, "events: the server is shutting down; reconnect to replay")
+			case errors.Is(context.Cause(ctx), errUntracked):
+				return status.Errorf(codes.NotFound, "events: %s is no longer tracked", sc)
 			}
 			return grpcError(err, "events of "+sc.String())
 		}
-		if err := send(b); err != nil {
+		if resumed {
+			if first := firstSeq(b); first > *o.since+1 {
+				return status.Errorf(codes.OutOfRange, "events of %s after sequence number %d are no longer kept (expired); the oldest kept is %d: reconnect without since to replay the recent window, or with since=%d to go on from the oldest kept",
+					sc, *o.since, first, first-1)
+			}
+			resumed = false
+		}
+		if err := send(b, o.sequence); err != nil {
 			return err
 		}
 	}
 }
 
 // sendEach streams, with send, the events that pick takes from each batch
-// of the call's scope (see stream).
-func sendEach[E any](svc *Service, ctx context.Context, pick func(store.EventBatch) []E, send func(E) error) error {
-	return svc.stream(ctx, func(b store.EventBatch) error {
-		for _, e := range pick(b) {
-			if err := send(e); err != nil {
+// of the call's scope (see stream), each as out makes it for the wire
+// from the event and its sequence number (0 if it has none).
+func sendEach[E any](svc *Service, ctx context.Context, pick func(store.EventBatch) ([]E, []int64), out func(e E, seq int64, withSeq bool) E, send func(E) error) error {
+	return svc.stream(ctx, func(b store.EventBatch, withSeq bool) error {
+		events, seqs := pick(b)
+		for i, e := range events {
+			var seq int64
+			if i < len(seqs) {
+				seq = seqs[i]
+			}
+			if err := send(out(e, seq, withSeq)); err != nil {
 				return err
 			}
 		}
@@ -390,8 +705,80 @@ func sendEach[E any](svc *Service, ctx context.Context, pick func(store.EventBat
 	})
 }
 
-func v1Events(b store.EventBatch) []*v1pb.LogEntry { return b.V1 }
-func v2Events(b store.EventBatch) []*v2pb.Event    { return b.V2 }
+func v1Events(b store.EventBatch) ([]*v1pb.LogEntry, []int64) { return b.V1, b.V1Seq }
+func v2Events(b store.EventBatch) ([]*v2pb.Event, []int64)    { return b.V2, b.V2Seq }
+
+// v1Out is a stored v1 event as streamed: a MetaEvent gets its sequence
+// number in metadata.additional, and with withSeq every event gets
+// kgd_sequence. The stored event is shared by every stream and never
+// changed: what differs is a copy.
+func v1Out(e *v1pb.LogEntry, seq int64, withSeq bool) *v1pb.LogEntry {
+	meta := seq > 0 && e.GetEvent().GetMetaEvent() != nil
+	want := withSeq && seq > 0
+	if !meta && !want && e.KgdSequence == nil {
+		return e
+	}
+	if meta {
+		e = proto.Clone(e).(*v1pb.LogEntry)
+		m := e.Event.GetMetaEvent()
+		if m.Metadata == nil {
+			m.Metadata = &v1pb.Metadata{}
+		}
+		m.Metadata.Additional = withSequence(m.Metadata.Additional, seq)
+	} else {
+		e = shallowCopy(e)
+	}
+	e.KgdSequence = nil
+	if want {
+		e.KgdSequence = &seq
+	}
+	return e
+}
+
+// v2Out is v1Out for v2 events.
+func v2Out(e *v2pb.Event, seq int64, withSeq bool) *v2pb.Event {
+	meta := seq > 0 && e.GetMetaEvent() != nil
+	want := withSeq && seq > 0
+	if !meta && !want && e.KgdSequence == nil {
+		return e
+	}
+	if meta {
+		e = proto.Clone(e).(*v2pb.Event)
+		m := e.GetMetaEvent()
+		if m.Metadata == nil {
+			m.Metadata = &v2pb.Metadata{}
+		}
+		m.Metadata.Additional = withSequence(m.Metadata.Additional, seq)
+	} else {
+		e = shallowCopy(e)
+	}
+	e.KgdSequence = nil
+	if want {
+		e.KgdSequence = &seq
+	}
+	return e
+}
+
+func withSequence(additional map[string]string, seq int64) map[string]string {
+	if additional == nil {
+		additional = map[string]string{}
+	}
+	additional[MetaSequenceKey] = strconv.FormatInt(seq, 10)
+	return additional
+}
+
+// shallowCopy returns a new message with m's fields: sub-messages are
+// shared, not copied (a stream only reads them).
+func shallowCopy[M proto.Message](m M) M {
+	src := m.ProtoReflect()
+	dst := src.New()
+	src.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		dst.Set(fd, v)
+		return true
+	})
+	dst.SetUnknown(src.GetUnknown())
+	return dst.Interface().(M)
+}
 
 // stateOf returns the stored state of the latest job in scope (nil if
 // none) and the triggers of its repository.
@@ -726,12 +1113,12 @@ func (s *v1Server) GetState(ctx context.Context, _ *emptypb.Empty) (*v1pb.State,
 }
 
 func (s *v1Server) Events(_ *emptypb.Empty, stream grpc.ServerStreamingServer[v1pb.LogEntry]) error {
-	return sendEach(s.svc, stream.Context(), v1Events, stream.Send)
+	return sendEach(s.svc, stream.Context(), v1Events, v1Out, stream.Send)
 }
 
 // EventLog is the deprecated Events: the client's stream is ignored.
 func (s *v1Server) EventLog(stream grpc.BidiStreamingServer[v1pb.LogEntry, v1pb.LogEntry]) error {
-	return sendEach(s.svc, stream.Context(), v1Events, stream.Send)
+	return sendEach(s.svc, stream.Context(), v1Events, v1Out, stream.Send)
 }
 
 func (s *v1Server) Execute(ctx context.Context, req *v1pb.UserIntentRequest) (*emptypb.Empty, error) {
@@ -788,18 +1175,18 @@ func (s *v2Server) GetState(ctx context.Context, _ *emptypb.Empty) (*v2pb.State,
 }
 
 func (s *v2Server) Events(_ *emptypb.Empty, stream grpc.ServerStreamingServer[v2pb.Event]) error {
-	return sendEach(s.svc, stream.Context(), v2Events, stream.Send)
+	return sendEach(s.svc, stream.Context(), v2Events, v2Out, stream.Send)
 }
 
 // ApplicationLogs streams nothing: container logs are not collected. The
-// stream stays open, as Skaffold's does between iterations.
+// stream stays open, as Skaffold's does between iterations; it counts
+// towards MaxStreams like the others.
 func (s *v2Server) ApplicationLogs(_ *emptypb.Empty, stream grpc.ServerStreamingServer[v2pb.Event]) error {
-	if _, err := s.svc.identify(stream.Context()); err != nil {
+	_, _, _, done, err := s.svc.open(stream.Context())
+	if err != nil {
 		return err
 	}
-	if _, err := scopeOf(stream.Context()); err != nil {
-		return err
-	}
+	defer done()
 	if err := stream.SendHeader(metadata.Pairs(streamHeader, "open")); err != nil {
 		return err
 	}
@@ -841,6 +1228,7 @@ func (s *v2Server) Handle(ctx context.Context, e *v2pb.Event) (*emptypb.Empty, e
 		if e.Timestamp == nil {
 			e.Timestamp = ts
 		}
+		e.KgdSequence = nil // the store numbers events, not clients
 		return store.EventBatch{V2: []*v2pb.Event{v2HandledMark(e, id), e}}
 	})
 }

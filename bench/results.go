@@ -1,0 +1,239 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+)
+
+// Machine describes where a run took place.
+type Machine struct {
+	Date               string
+	CPUs               int
+	CPU, Go, Docker    string
+	Kernel             string
+	LoadStart, LoadEnd string // /proc/loadavg's 1, 5 and 15 minute loads
+	// Note is a remark about the run (kgdbench -note).
+	Note string
+}
+
+// ReadSeries reads a samples file written by Record.
+func ReadSeries(path string) ([]Series, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read samples: %w", err)
+	}
+	defer f.Close()
+	var out []Series
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var s Series
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			return nil, fmt.Errorf("read samples %s: %w", path, err)
+		}
+		out = append(out, s)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read samples %s: %w", path, err)
+	}
+	return out, nil
+}
+
+// figures are the sections of RESULTS.md: the issue's definitions.
+var figures = []struct{ id, title, what string }{
+	{"1", "Push → DevLoop Succeeded (local stack, demo app)",
+		"A commit changing the demo app's `message.txt` pushed to the GitHub stand-in, which delivers the signed webhook; " +
+			"the time until the iteration's final DevLoopEvent arrives on the API's `/v1/events` (a stream opened before the pushes). " +
+			"The phases partition the total, each from the end of the previous one, taken from the events' own timestamps " +
+			"(and the job document's `started_at`, the claim)."},
+	{"2", "The same job done directly (runner overhead)",
+		"The demo app's job through `Pipeline.Run` and the same work done directly with the same libraries " +
+			"(go-git checkout of a new commit, `repoconfig` render, build + push, Helm upgrade, rollout wait), alternating. " +
+			"Ratios: pipeline ÷ direct is the pipeline's own overhead; push → DevLoop Succeeded (figure 1) ÷ direct is the whole " +
+			"system's overhead (webhook, queue, Firestore, events) over a bare job."},
+	{"3", "Webhook → 2xx and deliveries/s",
+		"Signed copies of a recorded GitHub push (each a new commit) to PublicAPI's handler on a loopback HTTP server over the emulators; " +
+			"the emulator alone (one Firestore create + one acked Pub/Sub publish, no product code) at the same concurrency shows where the emulator is the limit."},
+	{"4", "Event written → received on /v1/events",
+		"One events document written with `AppendEvents`; the time until each of N HTTP streams of `/v1/events` received it. " +
+			"Every case on one warm API and emulator (a warm-up case runs first)."},
+	{"5", "Scale-out: jobs per minute with 1, 2 and 4 runner processes",
+		"Rounds of pushes to 8 tracked repositories at once on the local stack, consumed by N runner processes on the one subscription. " +
+			"Efficiency = median jobs/min with N runners ÷ (N × median with 1); the target is linear within 10% (≥ 0.90)."},
+	{"6", "Firestore writes per job",
+		"Document writes of the runner (each write of a Commit or BatchWrite) counted by a gRPC proxy in front of the Firestore emulator, " +
+			"for Dockerfiles with more build steps (more build-log lines). Target: ≤ 20 + lines/50. PublicAPI's writes for the delivery are not in these counts."},
+	{"7", "Process start → ready",
+		"Exec of the binary (built once) until its health endpoint first answers 200, polled every 2 ms; PublicAPI and PrivateAPI are the functions binary."},
+}
+
+// Markdown renders RESULTS.md.
+func Markdown(m Machine, series []Series, failures []string) []byte {
+	var b bytes.Buffer
+	p := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
+	p("# Benchmark results")
+	p("")
+	p("Written by `make bench` (bench/cmd/kgdbench); do not edit by hand. How it measures: [bench/doc.go](doc.go).")
+	p("")
+	p("| | |")
+	p("|---|---|")
+	p("| date | %s |", m.Date)
+	p("| machine | %d CPUs, %s, %s |", m.CPUs, m.CPU, m.Kernel)
+	p("| Go | %s |", m.Go)
+	p("| Docker | %s |", m.Docker)
+	p("| load average (1, 5, 15 min) | %s at the start, %s at the end |", m.LoadStart, m.LoadEnd)
+	p("")
+	if m.Note != "" {
+		p("**Note on this run:** %s", m.Note)
+		p("")
+	}
+	p("Samples are taken after a warm-up (column *warm-up*: samples taken first and dropped); percentiles are nearest-rank. " +
+		"A machine shared with other work gives slower and noisier figures: compare the load average above with the CPU count.")
+	p("")
+	for _, fig := range figures {
+		var ss []Series
+		for _, s := range series {
+			if s.Figure == fig.id {
+				ss = append(ss, s)
+			}
+		}
+		p("## %s. %s", fig.id, fig.title)
+		p("")
+		p("%s", fig.what)
+		p("")
+		if len(ss) == 0 {
+			p("**Not measured in this run.**")
+			p("")
+			continue
+		}
+		p("| figure | case | n | warm-up | median | p95 | p99 | max | unit | target | met |")
+		p("|---|---|---:|---:|---:|---:|---:|---:|---|---|---|")
+		for _, s := range ss {
+			st := Summarize(s.Samples)
+			target, met := "", ""
+			if s.Target != nil {
+				target, met = s.Target.String(s.Unit), yesNo(s.Target.Met(st))
+			}
+			p("| %s | %s | %d | %d | %s | %s | %s | %s | %s | %s | %s |", s.Name, s.Case, st.N, s.Warmup,
+				trim(st.Median), trim(st.P95), trim(st.P99), trim(st.Max), s.Unit, target, met)
+		}
+		p("")
+		for _, line := range derived(fig.id, series) {
+			p("- %s", line)
+		}
+		var notes []string
+		for _, s := range ss {
+			if s.Note != "" && !slices.Contains(notes, s.Note) {
+				notes = append(notes, s.Note)
+			}
+		}
+		for _, n := range notes {
+			p("- *%s*", n)
+		}
+		p("")
+	}
+	if len(failures) > 0 {
+		p("## Steps that failed")
+		p("")
+		for _, f := range failures {
+			p("- %s", f)
+		}
+		p("")
+	}
+	return b.Bytes()
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "**met**"
+	}
+	return "**not met**"
+}
+
+// find returns the series of figure with name and a case starting with
+// casePrefix.
+func find(series []Series, figure, name, casePrefix string) *Series {
+	for i, s := range series {
+		if s.Figure == figure && s.Name == name && strings.HasPrefix(s.Case, casePrefix) {
+			return &series[i]
+		}
+	}
+	return nil
+}
+
+// derived computes the figures made of several series: ratios,
+// efficiencies, shares.
+func derived(figure string, series []Series) []string {
+	med := func(s *Series) float64 { return Summarize(s.Samples).Median }
+	var out []string
+	switch figure {
+	case "1":
+		total := find(series, "1", "push → DevLoop Succeeded", "total")
+		if total == nil {
+			return nil
+		}
+		type share struct {
+			name string
+			ms   float64
+		}
+		var shares []share
+		for _, s := range series {
+			if s.Figure == "1" && strings.HasPrefix(s.Case, "phase: ") {
+				shares = append(shares, share{strings.TrimPrefix(s.Case, "phase: "), med(&s)})
+			}
+		}
+		slices.SortFunc(shares, func(a, b share) int {
+			switch {
+			case a.ms > b.ms:
+				return -1
+			case a.ms < b.ms:
+				return 1
+			}
+			return 0
+		})
+		var parts []string
+		for _, s := range shares[:min(3, len(shares))] {
+			parts = append(parts, fmt.Sprintf("%s %s ms (%.0f%%)", s.name, trim(s.ms), 100*s.ms/med(total)))
+		}
+		if len(parts) > 0 {
+			out = append(out, "Largest phases by median: "+strings.Join(parts, "; ")+".")
+		}
+	case "2":
+		pipe := find(series, "2", "one job of the demo app", "pipeline")
+		direct := find(series, "2", "one job of the demo app", "direct")
+		if pipe != nil && direct != nil {
+			r := med(pipe) / med(direct)
+			out = append(out, fmt.Sprintf("Pipeline ÷ direct (medians): **%.2f×** (target ≤ 1.10×: %s).", r, yesNo(r <= 1.10)))
+			if total := find(series, "1", "push → DevLoop Succeeded", "total"); total != nil {
+				r := med(total) / med(direct)
+				out = append(out, fmt.Sprintf("Push → DevLoop Succeeded (figure 1) ÷ direct (medians): **%.2f×** (target ≤ 1.10×: %s).", r, yesNo(r <= 1.10)))
+			}
+		}
+	case "3":
+		for _, c := range []string{"1", "8", "32"} {
+			raw := find(series, "3", "emulator alone: Firestore create + Pub/Sub publish", "concurrency "+c)
+			one := find(series, "3", "webhook → 2xx", "concurrency "+c+", one repository")
+			if raw != nil && one != nil {
+				out = append(out, fmt.Sprintf("Concurrency %s: the emulator alone takes %s ms median, %s ms p99; the webhook (one repository) %s ms median, %s ms p99.",
+					c, trim(med(raw)), trim(Summarize(raw.Samples).P99), trim(med(one)), trim(Summarize(one.Samples).P99)))
+			}
+		}
+	case "5":
+		one := find(series, "5", "jobs per minute", "1 ")
+		if one == nil {
+			return nil
+		}
+		for _, n := range []int{2, 4} {
+			if s := find(series, "5", "jobs per minute", fmt.Sprintf("%d ", n)); s != nil {
+				e := med(s) / (float64(n) * med(one))
+				out = append(out, fmt.Sprintf("Efficiency with %d runners: **%.2f** (target ≥ 0.90: %s).", n, e, yesNo(e >= 0.90)))
+			}
+		}
+	}
+	return out
+}
