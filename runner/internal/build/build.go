@@ -1,6 +1,31 @@
 // Package build builds a unit's container image through the Docker Engine API,
 // streams the daemon's output as log lines, optionally pushes the image and
 // reports the digest of the pushed manifest.
+//
+// # Builders
+//
+// The daemon has two builders, chosen per Builder with WithBackend:
+// BuildKit, which modern Dockerfiles need (RUN --mount=type=cache,
+// parallel stages, --target skipping unused stages) and which can start
+// warm from a registry (Request.CacheFrom, with the cache exported inline
+// in every image it builds), and the deprecated legacy builder. The
+// default, BackendAuto, uses BuildKit when the engine offers it and falls
+// back to the legacy builder, once and saying so in the output, when the
+// engine refuses a BuildKit build.
+//
+// The trade-off: BuildKit ignores Request.Memory and Request.CPUs
+// (Docker 20.10's builder-next, tested: the RUN steps' cgroups have no
+// limit), while the legacy builder enforces them. An operator who needs
+// hard limits per build selects BackendLegacy, or limits the daemon's own
+// cgroup. BuildKit runs here without a session, so base images and cache
+// sources are pulled anonymously (BuildKit ignores the X-Registry-Config
+// credentials of the build request): private base images are not
+// supported.
+//
+// BuildKit reports its progress as protobuf messages; they are decoded
+// here (see decodeTrace) without depending on BuildKit's module, and
+// turned into lines like the docker CLI's plain progress output (see
+// progressPrinter), under the same limits as the legacy builder's output.
 package build
 
 import (
@@ -13,6 +38,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,6 +46,7 @@ import (
 	buildtypes "github.com/docker/docker/api/types/build"
 	"github.com/docker/docker/api/types/image"
 	"github.com/docker/docker/api/types/registry"
+	"github.com/docker/docker/api/types/versions"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/jsonmessage"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -31,15 +58,55 @@ import (
 // Builder builds and pushes images with one Docker Engine API client.
 // It holds no per-build state and is safe for concurrent use.
 type Builder struct {
-	docker *client.Client
+	docker  *client.Client
+	backend Backend
+}
+
+// Backend names the daemon's builder a Builder uses.
+type Backend string
+
+// The backends.
+const (
+	// BackendAuto builds with BuildKit when the engine offers it (see
+	// Builder.Build) and falls back to the legacy builder when the engine
+	// refuses a BuildKit build.
+	BackendAuto Backend = "auto"
+	// BackendBuildKit always builds with BuildKit; an engine that refuses
+	// fails the build with BUILD_DOCKER_NOT_IMPLEMENTED_ERR.
+	BackendBuildKit Backend = "buildkit"
+	// BackendLegacy always builds with the legacy builder, which enforces
+	// Request.Memory and Request.CPUs.
+	BackendLegacy Backend = "legacy"
+)
+
+// ParseBackend returns the Backend named s: "auto", "buildkit" or
+// "legacy".
+func ParseBackend(s string) (Backend, error) {
+	switch b := Backend(s); b {
+	case BackendAuto, BackendBuildKit, BackendLegacy:
+		return b, nil
+	}
+	return "", fmt.Errorf("unknown builder %q: want auto, buildkit or legacy", s)
+}
+
+// Option configures a Builder.
+type Option func(*Builder)
+
+// WithBackend selects the daemon's builder; the default is BackendAuto.
+func WithBackend(b Backend) Option {
+	return func(bl *Builder) { bl.backend = b }
 }
 
 // New returns a Builder that talks to the daemon behind docker. Callers
 // usually create docker with client.FromEnv and
 // client.WithAPIVersionNegotiation so that DOCKER_HOST is honoured and
 // older daemons (API 1.41) are supported.
-func New(docker *client.Client) *Builder {
-	return &Builder{docker: docker}
+func New(docker *client.Client, opts ...Option) *Builder {
+	b := &Builder{docker: docker, backend: BackendAuto}
+	for _, o := range opts {
+		o(b)
+	}
+	return b
 }
 
 // Defaults of the limits in Request.
@@ -75,6 +142,17 @@ type Request struct {
 	Args map[string]string
 	// Target is the multi-stage build target; empty builds the last stage.
 	Target string
+	// CacheFrom lists image references (e.g. the unit's previous image,
+	// tag@digest) whose build cache BuildKit may reuse: each is looked up
+	// in its registry, and the steps whose cache it carries are not run
+	// again (reported "CACHED"). It lets a build on a new runner, with an
+	// empty local cache, start warm. A reference that cannot be read
+	// (missing, registry down) is skipped without failing the build.
+	// Images built with BuildKit carry their cache inline
+	// (BUILDKIT_INLINE_CACHE=1), so each can serve the next build.
+	// The legacy builder ignores CacheFrom: it could only use local
+	// images, and only them instead of its local cache.
+	CacheFrom []string
 	// Push pushes Tag to its registry after a successful build.
 	Push bool
 	// Auth returns the credentials for registryHost (e.g.
@@ -93,12 +171,11 @@ type Request struct {
 	// swap included (MemorySwap = Memory); zero means no limit. A step
 	// over it is killed and the build fails with BUILD_USER_ERROR.
 	//
-	// Memory and CPUs are applied by the daemon's legacy builder, which
-	// Build uses (tested with Docker 20.10: the RUN step's cgroup gets
-	// them, and a step over Memory is killed with code 137). BuildKit
-	// ignores both (moby builder-next; tested), so they must be enforced
-	// some other way, e.g. on the daemon's cgroup, if Build ever selects
-	// BuildKit.
+	// Memory and CPUs are applied by the daemon's legacy builder only
+	// (tested with Docker 20.10: the RUN step's cgroup gets them, and a
+	// step over Memory is killed with code 137). BuildKit ignores both
+	// (moby builder-next; tested): with BackendAuto or BackendBuildKit
+	// they must be enforced some other way, e.g. on the daemon's cgroup.
 	Memory int64
 	// CPUs limits each RUN step's container to this many CPUs
 	// (CPUQuota/CPUPeriod, with a period of 100 ms); zero means no limit.
@@ -109,7 +186,8 @@ type Request struct {
 	Timeout time.Duration
 	// MaxLineBytes limits each line passed to out; a longer line is cut
 	// and ends with " … [line truncated: N bytes]", N being its full
-	// length. Zero means DefaultMaxLineBytes.
+	// length. The "#N 1.234 " that starts a line of a BuildKit step's
+	// output comes on top. Zero means DefaultMaxLineBytes.
 	MaxLineBytes int
 	// MaxLogBytes limits the output passed to out for the whole Build;
 	// after it, one line "… [build log truncated after N bytes; the build
@@ -202,12 +280,21 @@ var errRequestEnded = errors.New("build request ended")
 // errTimeout is the cause of a context ended by Request.Timeout.
 var errTimeout = errors.New("build timeout")
 
-// Build builds req.Tag from req.Context with the daemon's legacy builder
-// and, if req.Push is set, pushes it. It calls out with each
-// human-readable line of the daemon's build and push output as soon as
-// it arrives (push progress is reduced to one line per layer and status),
-// within the limits of req.MaxLineBytes and req.MaxLogBytes. out may be
-// nil; it is called from Build's goroutine only.
+// Build builds req.Tag from req.Context with the Builder's backend and,
+// if req.Push is set, pushes it. It calls out with each human-readable
+// line of the daemon's build and push output as soon as it arrives
+// (BuildKit's progress in the docker CLI's plain format, push progress
+// reduced to one line per layer and status), within the limits of
+// req.MaxLineBytes and req.MaxLogBytes. out may be nil; it is called from
+// Build's goroutine only.
+//
+// With BackendAuto, Build asks the engine first (GET /_ping): it builds
+// with the legacy builder, saying why in the output, if the engine
+// prefers it (its features.buildkit is false), runs Windows containers,
+// or has an API older than 1.39 (Docker 18.09, the first to offer
+// BuildKit without experimental mode); otherwise with BuildKit, and
+// again with the legacy builder if the engine refuses the BuildKit
+// request.
 //
 // Errors are *Error values wrapped as "build <tag>: ...". Cancelling ctx
 // aborts the build or push and yields BUILD_DOCKER_CANCELLED; req.Timeout
@@ -252,6 +339,14 @@ func (b *Builder) build(ctx context.Context, req Request, out func(string)) (Res
 	if req.Context == nil {
 		return res, &Error{Code: enumspb.StatusCode_BUILD_DOCKER_INVALID_PARAM_ERR, Msg: "no build context"}
 	}
+	for _, ref := range req.CacheFrom {
+		if _, err := name.ParseReference(ref); err != nil {
+			return res, &Error{Code: enumspb.StatusCode_BUILD_DOCKER_INVALID_PARAM_ERR, Msg: "invalid cache source " + strconv.Quote(ref), Err: err}
+		}
+	}
+	if _, err := ParseBackend(string(b.backend)); err != nil {
+		return res, &Error{Code: enumspb.StatusCode_BUILD_DOCKER_INVALID_PARAM_ERR, Msg: "builder", Err: err}
+	}
 	dockerfile, err := checkDockerfile(req.Context, req.Dockerfile)
 	if err != nil {
 		return res, err
@@ -271,14 +366,23 @@ func (b *Builder) build(ctx context.Context, req Request, out func(string)) (Res
 		}
 	}
 
-	res.ImageID, err = b.runBuild(ctx, req, dockerfile, out)
-	for try := 1; err != nil && try < maxCacheRaceTries && isCacheRace(err) && ctx.Err() == nil; try++ {
+	buildkit, err := b.useBuildKit(ctx, out)
+	if err != nil {
+		return res, err
+	}
+	res.ImageID, err = b.runBuild(ctx, req, dockerfile, buildkit, out)
+	if buildkit && b.backend == BackendAuto && isNoBuildKit(err) && ctx.Err() == nil {
+		out(fmt.Sprintf("The engine refused to build with BuildKit (%v); building with the legacy builder", errors.Unwrap(err)))
+		buildkit = false
+		res.ImageID, err = b.runBuild(ctx, req, dockerfile, buildkit, out)
+	}
+	for try := 1; !buildkit && err != nil && try < maxCacheRaceTries && isCacheRace(err) && ctx.Err() == nil; try++ {
 		// Docker's legacy builder looks its cache up among all images
 		// with the same parent and fails if one of them is removed
 		// meanwhile (by Prune, another build's cleanup, an operator):
 		// a race of the engine, not of the build. Run it again.
 		out(fmt.Sprintf("Image removed during the cache lookup; building again (%s)", err))
-		res.ImageID, err = b.runBuild(ctx, req, dockerfile, out)
+		res.ImageID, err = b.runBuild(ctx, req, dockerfile, buildkit, out)
 	}
 	if err != nil {
 		return res, err
@@ -346,9 +450,71 @@ func contextError(ctx context.Context, err error) error {
 	}
 }
 
+// minBuildKitAPI is the first Engine API version whose daemons build
+// with BuildKit outside experimental mode (Docker 18.09).
+const minBuildKitAPI = "1.39"
+
+// useBuildKit reports whether to build with BuildKit. For BackendAuto it
+// asks the engine, and says in out why it builds with the legacy
+// builder, if it does.
+func (b *Builder) useBuildKit(ctx context.Context, out func(string)) (bool, error) {
+	switch b.backend {
+	case BackendBuildKit:
+		return true, nil
+	case BackendLegacy:
+		return false, nil
+	}
+	ping, err := b.docker.Ping(ctx)
+	if err != nil {
+		return false, classify(ctx, "ping docker daemon", err, enumspb.StatusCode_BUILD_DOCKER_UNKNOWN)
+	}
+	var why string
+	switch {
+	case ping.BuilderVersion == buildtypes.BuilderBuildKit:
+		return true, nil
+	case ping.BuilderVersion == buildtypes.BuilderV1:
+		why = "the engine prefers it (features.buildkit is false)"
+	case ping.OSType == "windows":
+		why = "the engine runs Windows containers"
+	case ping.APIVersion == "" || versions.LessThan(ping.APIVersion, minBuildKitAPI):
+		why = fmt.Sprintf("the engine's API version %q is older than %s (Docker 18.09)", ping.APIVersion, minBuildKitAPI)
+	default:
+		return true, nil
+	}
+	out("Building with the legacy builder: " + why)
+	return false, nil
+}
+
+// isNoBuildKit reports whether err is the engine refusing a BuildKit
+// build (see runBuild).
+func isNoBuildKit(err error) bool {
+	var berr *Error
+	return errors.As(err, &berr) && berr.Code == enumspb.StatusCode_BUILD_DOCKER_NOT_IMPLEMENTED_ERR
+}
+
+// refusesBuildKit reports whether the engine's answer to a BuildKit build
+// request, before any output, says it does not build with BuildKit:
+// Docker 18.06 answers 400 "buildkit is only supported with experimental
+// mode", engines that do not know the builder version 400 "invalid
+// version", others may answer 501.
+func refusesBuildKit(err error) bool {
+	if cerrdefs.IsNotImplemented(err) {
+		return true
+	}
+	msg := strings.ToLower(err.Error())
+	return cerrdefs.IsInvalidArgument(err) && (strings.Contains(msg, "buildkit") || strings.Contains(msg, "invalid version"))
+}
+
+// inlineCacheArg makes BuildKit export the build cache inline, into the
+// image's config, where Request.CacheFrom finds it. It is the only cache
+// export the Engine API offers.
+const inlineCacheArg = "BUILDKIT_INLINE_CACHE"
+
 // runBuild sends the context, streams the build output and returns the
-// image ID from the aux message (empty if the daemon sent none).
-func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, out func(string)) (string, error) {
+// image ID from the aux message (empty if the daemon sent none). An
+// engine refusing a BuildKit build yields an *Error with code
+// BUILD_DOCKER_NOT_IMPLEMENTED_ERR (see isNoBuildKit).
+func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, buildkit bool, out func(string)) (string, error) {
 	pr, pw := io.Pipe()
 	// The writer goroutine ends when the tar is complete or when the reader
 	// side is closed below, whichever comes first.
@@ -374,7 +540,7 @@ func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, 
 	}
 	defer contextErr()
 
-	args := make(map[string]*string, len(req.Args))
+	args := make(map[string]*string, len(req.Args)+1)
 	for k, v := range req.Args {
 		args[k] = &v
 	}
@@ -386,6 +552,14 @@ func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, 
 		Remove:      true,
 		ForceRemove: true,
 		Version:     buildtypes.BuilderV1,
+	}
+	if buildkit {
+		opts.Version = buildtypes.BuilderBuildKit
+		opts.CacheFrom = req.CacheFrom
+		if _, ok := args[inlineCacheArg]; !ok {
+			one := "1"
+			args[inlineCacheArg] = &one
+		}
 	}
 	if req.Memory > 0 {
 		opts.Memory, opts.MemorySwap = req.Memory, req.Memory
@@ -399,9 +573,15 @@ func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, 
 		if cerr := contextErr(); cerr != nil {
 			return "", cerr
 		}
-		if ctx.Err() == nil && cerrdefs.IsInvalidArgument(err) {
+		switch {
+		case ctx.Err() != nil:
+		case buildkit && refusesBuildKit(err):
+			return "", &Error{Code: enumspb.StatusCode_BUILD_DOCKER_NOT_IMPLEMENTED_ERR,
+				Msg: "the Docker engine does not build with BuildKit; select the legacy builder", Err: err}
+		case !buildkit && cerrdefs.IsInvalidArgument(err):
 			// The legacy builder rejects unparsable Dockerfiles (unknown
-			// instruction, bad syntax) with 400 before streaming.
+			// instruction, bad syntax) with 400 before streaming;
+			// BuildKit reports them in the stream.
 			return "", &Error{Code: enumspb.StatusCode_BUILD_USER_ERROR, Msg: "invalid Dockerfile", Err: err}
 		}
 		return "", classify(ctx, "start build", err, enumspb.StatusCode_BUILD_DOCKER_UNKNOWN)
@@ -409,19 +589,53 @@ func (b *Builder) runBuild(ctx context.Context, req Request, dockerfile string, 
 	defer resp.Body.Close()
 
 	var imageID string
-	err = readStream(resp.Body, req.MaxLineBytes, out, func(aux json.RawMessage) {
-		var id struct{ ID string }
-		if json.Unmarshal(aux, &id) == nil && id.ID != "" {
-			imageID = id.ID
+	progress := newProgressPrinter(req.MaxLineBytes, out)
+	badTrace := false
+	err = readStream(resp.Body, req.MaxLineBytes, out, func(id string, aux json.RawMessage) {
+		if id == traceID {
+			var data []byte
+			err := json.Unmarshal(aux, &data)
+			var status solveStatus
+			if err == nil {
+				status, err = decodeTrace(data)
+			}
+			if err != nil {
+				// Progress is for people: an unreadable message is
+				// noted once, and the build goes on.
+				if !badTrace {
+					out(cutLine(fmt.Sprintf("… [unreadable BuildKit progress: %v]", err), req.MaxLineBytes))
+				}
+				badTrace = true
+				return
+			}
+			progress.print(status)
+			return
+		}
+		// The legacy builder's aux has no id; BuildKit's is
+		// "moby.image.id".
+		var img struct{ ID string }
+		if json.Unmarshal(aux, &img) == nil && img.ID != "" {
+			imageID = img.ID
 		}
 	})
+	progress.flush()
 	if cerr := contextErr(); cerr != nil {
 		return "", cerr
 	}
 	if err != nil {
 		var jerr *jsonmessage.JSONError
-		if errors.As(err, &jerr) {
-			return "", &Error{Code: enumspb.StatusCode_BUILD_USER_ERROR, Msg: jerr.Message}
+		if errors.As(err, &jerr) && ctx.Err() == nil {
+			msg := jerr.Message
+			if !buildkit && strings.Contains(msg, "requires BuildKit") {
+				// "the --mount option requires BuildKit": say why this
+				// build had none.
+				msg = cutLine(msg+" (this build ran on the legacy builder: the runner is set to use it, or the engine offers no BuildKit)", req.MaxLineBytes)
+			}
+			if step := progress.failedStep(msg); step != "" && !strings.Contains(msg, step) {
+				// BuildKit's error does not say which step failed.
+				msg = cutLine(step+": "+msg, req.MaxLineBytes)
+			}
+			return "", &Error{Code: enumspb.StatusCode_BUILD_USER_ERROR, Msg: msg}
 		}
 		return "", classify(ctx, "read build output", err, enumspb.StatusCode_BUILD_DOCKER_UNKNOWN)
 	}
@@ -441,7 +655,7 @@ func (b *Builder) push(ctx context.Context, tag, registryAuth string, maxLine in
 	defer body.Close()
 
 	var digest string
-	err = readStream(body, maxLine, out, func(aux json.RawMessage) {
+	err = readStream(body, maxLine, out, func(_ string, aux json.RawMessage) {
 		var d struct{ Digest string }
 		if json.Unmarshal(aux, &d) == nil && d.Digest != "" {
 			digest = d.Digest

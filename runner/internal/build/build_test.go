@@ -2,6 +2,7 @@ package build
 
 import (
 	"archive/tar"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -100,6 +102,40 @@ func newTag(tb testing.TB, docker *client.Client, host string) string {
 	return tag
 }
 
+// backends are the daemon's builders the tests run with.
+var backends = []Backend{BackendBuildKit, BackendLegacy}
+
+// nonce returns a string unique to the call. Dockerfiles put it in an
+// ENV before the steps that must run: BuildKit's cache outlives the
+// images the tests remove, and would skip them.
+func nonce() string {
+	return fmt.Sprintf("n%d-%d", time.Now().UnixNano(), tagSeq.Add(1))
+}
+
+var stepLine = regexp.MustCompile(`^#(\d+) (.*)$`)
+
+// stepEnd returns how BuildKit's progress lines report the end of the
+// first step whose name contains name: "CACHED", "DONE", "ERROR", or ""
+// if the step or its end is not in lines.
+func stepEnd(lines []string, name string) string {
+	index := ""
+	for _, l := range lines {
+		m := stepLine.FindStringSubmatch(l)
+		switch {
+		case m == nil:
+		case index == "" && strings.Contains(m[2], name):
+			index = m[1]
+		case m[1] == index && m[2] == "CACHED":
+			return "CACHED"
+		case m[1] == index && strings.HasPrefix(m[2], "DONE"):
+			return "DONE"
+		case m[1] == index && strings.HasPrefix(m[2], "ERROR"):
+			return "ERROR"
+		}
+	}
+	return ""
+}
+
 // recorder collects out lines with the time each arrived.
 type recorder struct {
 	mu    sync.Mutex
@@ -139,6 +175,15 @@ func TestBuildPush(t *testing.T) {
 	t.Parallel()
 	docker := mustDocker(t)
 	host := mustRegistry(t, registry.New(registry.Logger(discardLogger())))
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			t.Parallel()
+			testBuildPush(t, docker, host, backend)
+		})
+	}
+}
+
+func testBuildPush(t *testing.T, docker *client.Client, host string, backend Backend) {
 	tag := newTag(t, docker, host)
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
@@ -152,7 +197,7 @@ func TestBuildPush(t *testing.T) {
 	})
 
 	var rec recorder
-	res, err := New(docker).Build(ctx, Request{Context: mustRoot(t, dir), Tag: tag, Push: true}, rec.out)
+	res, err := New(docker, WithBackend(backend)).Build(ctx, Request{Context: mustRoot(t, dir), Tag: tag, Push: true}, rec.out)
 	returned := time.Now()
 	if err != nil {
 		t.Fatalf("Build: %v\noutput:\n%s", err, strings.Join(rec.lines, "\n"))
@@ -188,7 +233,11 @@ func TestBuildPush(t *testing.T) {
 		t.Errorf("Result.ImageID = %q, daemon has %q", res.ImageID, inspect.ID)
 	}
 
-	for _, want := range []string{"Step 1/2 : FROM scratch", "Step 2/2 : COPY . /ctx/", "Successfully tagged", "digest: " + res.Digest} {
+	want := []string{"Step 1/2 : FROM scratch", "Step 2/2 : COPY . /ctx/", "Successfully tagged", "digest: " + res.Digest}
+	if backend == BackendBuildKit {
+		want = []string{"[1/1] COPY . /ctx/", "exporting to image", "Successfully tagged", "digest: " + res.Digest}
+	}
+	for _, want := range want {
 		if !rec.contains(want) {
 			t.Errorf("output has no line containing %q; output:\n%s", want, strings.Join(rec.lines, "\n"))
 		}
@@ -212,9 +261,17 @@ func TestBuildPush(t *testing.T) {
 		t.Fatalf("layers = %d, %v; want 1", len(layers), err)
 	}
 	got := layerFiles(t, layers[0])
-	want := []string{"ctx/.dockerignore", "ctx/Dockerfile", "ctx/hello.txt", "ctx/sub/keep.txt"}
+	want = []string{"ctx/.dockerignore", "ctx/Dockerfile", "ctx/hello.txt", "ctx/sub/keep.txt"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("files in pushed layer (-want +got):\n%s", diff)
+	}
+	// BuildKit exports its cache inline, for Request.CacheFrom.
+	config, err := img.RawConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inline := bytes.Contains(config, []byte(`"moby.buildkit.cache.v0"`)); inline != (backend == BackendBuildKit) {
+		t.Errorf("image config has inline cache = %v, want %v", inline, backend == BackendBuildKit)
 	}
 }
 
@@ -245,6 +302,15 @@ func layerFiles(t *testing.T, l interface{ Uncompressed() (io.ReadCloser, error)
 func TestBuildArgsAndTarget(t *testing.T) {
 	t.Parallel()
 	docker := mustDocker(t)
+	for _, backend := range backends {
+		t.Run(string(backend), func(t *testing.T) {
+			t.Parallel()
+			testBuildArgsAndTarget(t, docker, backend)
+		})
+	}
+}
+
+func testBuildArgsAndTarget(t *testing.T, docker *client.Client, backend Backend) {
 	tag := newTag(t, docker, "127.0.0.1:1") // never pushed
 	ctx, cancel := context.WithTimeout(t.Context(), testTimeout)
 	defer cancel()
@@ -253,7 +319,7 @@ func TestBuildArgsAndTarget(t *testing.T) {
 			"FROM scratch AS second\nLABEL stage=second\n",
 	})
 
-	res, err := New(docker).Build(ctx, Request{
+	res, err := New(docker, WithBackend(backend)).Build(ctx, Request{
 		Context:    mustRoot(t, dir),
 		Dockerfile: "docker/app.Dockerfile",
 		Tag:        tag,

@@ -19,18 +19,25 @@ import (
 // cut (see readStream).
 const maxMessageBytes = 1 << 20
 
+// traceID is the id of the messages carrying BuildKit's progress.
+const traceID = "moby.buildkit.trace"
+
 // readStream decodes the daemon's JSON message stream, calling out with
-// each line as it arrives and aux with each aux payload. It returns the
-// stream's errorDetail as a *jsonmessage.JSONError.
+// each line as it arrives and aux with each aux payload and the id of its
+// message ("moby.buildkit.trace" for BuildKit's progress,
+// "moby.image.id" for the image BuildKit built, empty from the legacy
+// builder and pushes). It returns the stream's errorDetail as a
+// *jsonmessage.JSONError.
 //
 // Memory is bounded whatever the daemon sends: a line (build output
 // split at '\n', or a status) longer than maxLine bytes is cut and ends
 // with " … [line truncated: N bytes]", N being the line's full length;
 // a message over maxMessageBytes is not decoded whole: if it carries
 // build output ("stream"), its first maxMessageBytes are, and the rest
-// counts towards the truncated line; any other oversized message is an
+// counts towards the truncated line; if it carries BuildKit progress,
+// it is dropped with a line saying so; any other oversized message is an
 // error.
-func readStream(r io.Reader, maxLine int, out func(string), aux func(json.RawMessage)) error {
+func readStream(r io.Reader, maxLine int, out func(string), aux func(id string, aux json.RawMessage)) error {
 	msgs := &messageReader{r: bufio.NewReaderSize(r, 64<<10), max: maxMessageBytes}
 	lines := &lineSplitter{max: maxLine, out: out}
 	defer lines.flush()
@@ -44,6 +51,13 @@ func readStream(r io.Reader, maxLine int, out func(string), aux func(json.RawMes
 			return err
 		}
 		if size > int64(len(raw)) {
+			if bytes.HasPrefix(raw, []byte(`{"id":"`+traceID+`"`)) {
+				// BuildKit cuts a step's output into small messages;
+				// one this large is not worth holding.
+				lines.flush()
+				out(fmt.Sprintf("… [BuildKit progress message of %d bytes dropped]", size))
+				continue
+			}
 			text, ok := streamPrefix(raw)
 			if !ok {
 				return fmt.Errorf("the daemon sent a message of %d bytes, over the limit of %d", size, maxMessageBytes)
@@ -66,7 +80,7 @@ func readStream(r io.Reader, maxLine int, out func(string), aux func(json.RawMes
 			return &jsonmessage.JSONError{Message: cutLine(m.ErrorMessage, maxLine)}
 		}
 		if m.Aux != nil {
-			aux(*m.Aux)
+			aux(m.ID, *m.Aux)
 		}
 		if m.Stream != "" {
 			lines.write(m.Stream)

@@ -64,7 +64,7 @@ func TestReadStream(t *testing.T) {
 			t.Parallel()
 			var lines, aux []string
 			err := readStream(strings.NewReader(tt.stream), DefaultMaxLineBytes, func(l string) { lines = append(lines, l) },
-				func(m json.RawMessage) { aux = append(aux, string(m)) })
+				func(_ string, m json.RawMessage) { aux = append(aux, string(m)) })
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("readStream: %v", err)
 			}

@@ -9,6 +9,9 @@
 //	prog alloc MiB  allocate and touch MiB mebibytes
 //	prog spin S     keep two CPUs busy for S seconds, then print
 //	                cpu-ratio=<CPU seconds used / wall seconds>
+//	prog count FILE append a byte to FILE and print count=<its size>
+//	prog make S FILE
+//	                sleep S seconds, then write FILE and print "made FILE"
 package main
 
 import (
@@ -22,9 +25,42 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 4 && os.Args[1] == "make" {
+		n, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		time.Sleep(time.Duration(n) * time.Second)
+		if err := os.WriteFile(os.Args[3], []byte("made\n"), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Println("made", os.Args[3])
+		return
+	}
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: prog line|lines|sleep|alloc|spin N")
+		fmt.Fprintln(os.Stderr, "usage: prog cat|count FILE, prog line|lines|sleep|alloc|spin N, prog make S FILE")
 		os.Exit(2)
+	}
+	if os.Args[1] == "count" {
+		f, err := os.OpenFile(os.Args[2], os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		if err == nil {
+			_, err = f.Write([]byte{'x'})
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		fi, serr := os.Stat(os.Args[2])
+		if err == nil {
+			err = serr
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("count=%d\n", fi.Size())
+		return
 	}
 	if os.Args[1] == "cat" {
 		data, err := os.ReadFile(os.Args[2])
