@@ -54,12 +54,13 @@ import (
 
 // Fetcher clones repositories from one git host.
 type Fetcher struct {
-	base *url.URL
+	base  *url.URL
+	cache *objectCache // nil: every checkout fetches at depth 1
 }
 
 // New returns a Fetcher for repositories under baseURL (GITHUB_WEB_URL,
 // e.g. https://github.com/; tests serve repositories on loopback).
-func New(baseURL string) (*Fetcher, error) {
+func New(baseURL string, opts ...Option) (*Fetcher, error) {
 	u, err := url.Parse(baseURL)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("source: base URL %q must be an absolute http(s) URL", baseURL)
@@ -67,7 +68,11 @@ func New(baseURL string) (*Fetcher, error) {
 	if u.User != nil {
 		return nil, errors.New("source: base URL must not contain credentials")
 	}
-	return &Fetcher{base: u}, nil
+	f := &Fetcher{base: u}
+	for _, o := range opts {
+		o(f)
+	}
+	return f, nil
 }
 
 var (
@@ -112,6 +117,12 @@ func (f *Fetcher) Checkout(ctx context.Context, dir, owner, name, sha, token str
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("checkout %s/%s: %w", owner, name, err)
 	}
+	if f.cache != nil {
+		if err := f.cache.checkout(ctx, f, dir, owner, name, sha, token); err != nil {
+			return scrub(fmt.Errorf("checkout %s/%s@%s: %w", owner, name, sha[:7], err), token)
+		}
+		return nil
+	}
 	st, wt, err := storage(dir)
 	if err != nil {
 		return fmt.Errorf("checkout %s/%s: %w", owner, name, err)
@@ -155,6 +166,11 @@ func (f *Fetcher) ChangedFiles(ctx context.Context, dir, owner, name, before, sh
 	if !validSHA.MatchString(sha) {
 		return nil, fmt.Errorf("changed files: invalid commit %q", sha)
 	}
+	if f.cache != nil {
+		if _, err := os.Stat(filepath.Join(dir, git.GitDirName)); errors.Is(err, os.ErrNotExist) {
+			return f.cache.changedFiles(ctx, f, owner, name, before, sha, token)
+		}
+	}
 	st, wt, err := storage(dir)
 	if err != nil {
 		return nil, fmt.Errorf("changed files %s/%s: %w", owner, name, err)
@@ -163,6 +179,12 @@ func (f *Fetcher) ChangedFiles(ctx context.Context, dir, owner, name, before, sh
 	if err != nil {
 		return nil, fmt.Errorf("changed files %s/%s: open repository: %w", owner, name, err)
 	}
+	return f.diff(ctx, repo, owner, name, before, sha, token)
+}
+
+// diff lists the files that differ between before and sha in repo,
+// fetching either (depth 1) if missing.
+func (f *Fetcher) diff(ctx context.Context, repo *git.Repository, owner, name, before, sha, token string) ([]string, error) {
 	for _, c := range [][2]string{{sha, commitRef}, {before, beforeRef}} {
 		if _, err := repo.CommitObject(plumbing.NewHash(c[0])); err == nil {
 			continue // already here, e.g. sha after Checkout
@@ -255,6 +277,12 @@ func storage(dir string) (*filesystem.Storage, billy.Filesystem, error) {
 // repo and stores it under ref. The remote exists only for this call: no
 // remote is written to the repository's configuration.
 func (f *Fetcher) fetch(ctx context.Context, repo *git.Repository, owner, name, sha, ref, token string) error {
+	return f.fetchDepth(ctx, repo, owner, name, sha, ref, token, 1)
+}
+
+// fetchDepth is fetch with a depth; 0 fetches every object sha needs that
+// the commits of repo's refs (its "haves") do not have.
+func (f *Fetcher) fetchDepth(ctx context.Context, repo *git.Repository, owner, name, sha, ref, token string, depth int) error {
 	remote := git.NewRemote(repo.Storer, &config.RemoteConfig{Name: "origin", URLs: []string{f.URL(owner, name)}})
 	var auth transport.AuthMethod
 	if token != "" {
@@ -262,7 +290,7 @@ func (f *Fetcher) fetch(ctx context.Context, repo *git.Repository, owner, name, 
 	}
 	err := remote.FetchContext(ctx, &git.FetchOptions{
 		RefSpecs: []config.RefSpec{config.RefSpec(sha + ":" + ref)},
-		Depth:    1,
+		Depth:    depth,
 		Tags:     git.NoTags,
 		Auth:     auth,
 		Force:    true,
