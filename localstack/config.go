@@ -60,6 +60,11 @@ type Config struct {
 	// ports are then ignored. Not read from the environment: for tests,
 	// which start the emulators once per package.
 	FirestoreHost, PubSubHost string
+	// Env holds extra KEY=VALUE settings for the binaries (functions,
+	// runner, API), applied over the stack's own: tests shorten the
+	// runner's lease (KGD_LEASE) or give it a Docker Engine of its own
+	// (DOCKER_HOST). Not read from the environment.
+	Env []string
 }
 
 // Ports are the loopback ports of the stack's parts.

@@ -23,6 +23,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -30,6 +31,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -118,11 +120,13 @@ type Stack struct {
 	log       *lineWriter
 	listeners map[string]net.Listener
 	registry  *http.Server
+	regServe  http.Handler // the registry's, kept across StopRegistry
 	gitHubSrv *http.Server
 	emulators []*emulator.Emulators
 	cp        *controlplane.ControlPlane
 	cpLog     *os.File
 	dockerd   *dockerd
+	workDir   string // the runners' KGD_WORKDIR: job workspaces and git cache
 	children  []*child
 	failed    chan error
 
@@ -229,10 +233,18 @@ func (s *Stack) logf(format string, args ...any) { fmt.Fprintf(s.log, format+"\n
 
 func (s *Stack) start(ctx context.Context) error {
 	cfg := s.Config
+	// The runners' work directory (job workspaces, the git cache) lives
+	// as long as the stack, like its other data.
+	workDir, err := os.MkdirTemp("", "kgd-localstack-")
+	if err != nil {
+		return fmt.Errorf("runner work directory: %w", err)
+	}
+	s.workDir = workDir
 	// In this process: the registry and the GitHub stand-in.
 	regOut := s.console.source("registry", "")
 	regOut.drop = registryNoise
-	s.registry = &http.Server{Handler: registryHandler(regOut), ReadHeaderTimeout: 10 * time.Second}
+	s.regServe = registryHandler(regOut)
+	s.registry = &http.Server{Handler: s.regServe, ReadHeaderTimeout: 10 * time.Second}
 	go s.registry.Serve(s.takeListener("KGD_REGISTRY_PORT"))
 	s.logf("container registry at %s (in memory)", s.URLs.Registry)
 
@@ -388,19 +400,94 @@ func (s *Stack) startChild(name, binary string, args, env []string, grace time.D
 	if err != nil {
 		return nil, err
 	}
+	s.mu.Lock()
 	s.children = append(s.children, c)
+	s.mu.Unlock()
 	return c, nil
 }
 
-// watch reports a child that exits while the stack runs.
+// watch reports a child that exits while the stack runs (the first few:
+// Wait returns at the first).
 func (s *Stack) watch(c *child) {
 	<-c.done
 	s.mu.Lock()
 	stopping := s.stopping
 	s.mu.Unlock()
 	if !stopping {
-		s.failed <- c.exited()
+		select {
+		case s.failed <- c.exited():
+		default:
+		}
 	}
+}
+
+// Process returns the running or exited binary called name ("functions",
+// "runner", "api", or a name given to StartRunner), or nil.
+func (s *Stack) Process(name string) *Process {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.children {
+		if c.name == name {
+			return &Process{c}
+		}
+	}
+	return nil
+}
+
+// StartRunner starts another runner process called name (a name no other
+// process of the stack has), with the stack's environment and env
+// (KEY=VALUE, applied over it), and returns once it reports that it
+// started. Like the stack's own runner it receives jobs of the same
+// subscription; Stop stops it.
+func (s *Stack) StartRunner(ctx context.Context, name string, env []string) (*Process, error) {
+	if s.Process(name) != nil {
+		return nil, fmt.Errorf("start runner %s: the stack already has a process of that name", name)
+	}
+	c, err := s.startChild(name, RunnerBinary, nil, append(s.childEnv(), env...), runnerStopGrace)
+	if err != nil {
+		return nil, err
+	}
+	go s.watch(c)
+	if err := c.waitLine(ctx, "runner started", readyTimeout); err != nil {
+		return nil, err
+	}
+	return &Process{c}, nil
+}
+
+// StopRegistry stops the container registry as a crash would: its
+// connections are closed and its port refuses new ones. The images it
+// holds stay (in this process's memory) for StartRegistry.
+func (s *Stack) StopRegistry() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.registry == nil {
+		return errors.New("stop the registry: it is not running")
+	}
+	err := s.registry.Close()
+	s.registry = nil
+	if err != nil {
+		return fmt.Errorf("stop the registry: %w", err)
+	}
+	s.logf("container registry stopped")
+	return nil
+}
+
+// StartRegistry serves the registry again, with the images it held, on
+// its port, after StopRegistry.
+func (s *Stack) StartRegistry() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.registry != nil {
+		return errors.New("start the registry: it is running")
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Config.Ports.Registry)))
+	if err != nil {
+		return fmt.Errorf("start the registry again: %w", err)
+	}
+	s.registry = &http.Server{Handler: s.regServe, ReadHeaderTimeout: 10 * time.Second}
+	go s.registry.Serve(l)
+	s.logf("container registry at %s again", s.URLs.Registry)
+	return nil
 }
 
 // startGitHubStandIn serves the GitHub stand-in in this process.
@@ -483,6 +570,12 @@ func (s *Stack) childEnv() []string {
 		"GITHUB_WEB_URL":                   u.GitHub,
 		"GITHUB_API_URL":                   u.GitHubAPI,
 		"KUBECONFIG":                       s.Kubeconfig,
+		"KGD_WORKDIR":                      s.workDir,
+	}
+	for _, kv := range cfg.Env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			set[k] = v
+		}
 	}
 	drop := map[string]bool{"PORT": true, "FUNCTION_TARGET": true, "PUBLIC_HTTP_SSL_ENABLED": true, "K_SERVICE": true}
 	var env []string
@@ -517,11 +610,13 @@ func (s *Stack) Stop() error {
 	s.stopOnce.Do(func() {
 		s.mu.Lock()
 		s.stopping = true
+		children := slices.Clone(s.children)
+		reg := s.registry
 		s.mu.Unlock()
 		began := time.Now()
-		for i := len(s.children) - 1; i >= 0; i-- {
-			if s.children[i].running() {
-				s.children[i].stop()
+		for i := len(children) - 1; i >= 0; i-- {
+			if children[i].running() {
+				children[i].stop()
 			}
 		}
 		if s.gitHubSrv != nil {
@@ -532,9 +627,9 @@ func (s *Stack) Stop() error {
 		if s.GitHub != nil {
 			s.GitHub.Close()
 		}
-		if s.registry != nil {
+		if reg != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			s.registry.Shutdown(ctx)
+			reg.Shutdown(ctx)
 			cancel()
 		}
 		for _, l := range s.listeners {
@@ -556,6 +651,9 @@ func (s *Stack) Stop() error {
 			s.cpLog.Close()
 		}
 		s.dockerd.stop()
+		if s.workDir != "" {
+			os.RemoveAll(s.workDir)
+		}
 		s.logf("stopped in %s", stamp(time.Since(began)))
 	})
 	return nil

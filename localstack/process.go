@@ -127,3 +127,42 @@ func (c *child) waitLine(ctx context.Context, s string, timeout time.Duration) e
 		return fmt.Errorf("%s did not report %q within %s; its last output:\n%s", c.name, s, timeout, indent(c.out.tail.String()))
 	}
 }
+
+// Process is one of the binaries the stack runs, for tests that break it
+// as production would: kill it as a crash does (SIGKILL), or stop it as a
+// shutdown does (SIGTERM). Stack.Stop still stops whatever is running.
+type Process struct{ c *child }
+
+// Name is the process's name in the stack's log: "functions", "runner",
+// "api", or the name given to Stack.StartRunner.
+func (p *Process) Name() string { return p.c.name }
+
+// Pid is the process id, which is also its process group id.
+func (p *Process) Pid() int { return p.c.cmd.Process.Pid }
+
+// Signal sends sig to the process's group (the process and anything it
+// started).
+func (p *Process) Signal(sig syscall.Signal) error {
+	if err := syscall.Kill(-p.Pid(), sig); err != nil {
+		return fmt.Errorf("signal %s (pid %d): %w", p.c.name, p.Pid(), err)
+	}
+	return nil
+}
+
+// Done is closed once the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.c.done }
+
+// Err is how the process exited (exec.Cmd.Wait's error); call it once
+// Done is closed.
+func (p *Process) Err() error {
+	<-p.c.done
+	return p.c.err
+}
+
+// WaitLine waits until the process writes a log line containing s (lines
+// as the stack's log renders them), it exits, ctx ends or timeout passes.
+// Lines written before the call count if they are still among the last
+// few kept.
+func (p *Process) WaitLine(ctx context.Context, s string, timeout time.Duration) error {
+	return p.c.waitLine(ctx, s, timeout)
+}

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -71,6 +73,12 @@ type config struct {
 	buildCPUs    float64
 	buildTimeout time.Duration
 	imagesKept   int
+	// builder is the engine's builder (KGD_BUILDER): auto, buildkit or
+	// legacy.
+	builder build.Backend
+	// gitCache is where repositories' git objects are kept between
+	// checkouts (KGD_GIT_CACHE; "" when off).
+	gitCache string
 	// lease is how long a claim on a job lasts unrenewed (renewed every
 	// third of it); unclaimedAfter is how long a published job may wait
 	// before a sweep publishes it again.
@@ -142,6 +150,15 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.buildTimeout, err = time.ParseDuration(env("KGD_BUILD_TIMEOUT", "30m")); err != nil || c.buildTimeout <= 0 {
 		bad("KGD_BUILD_TIMEOUT", fmt.Errorf("%q is not a positive duration", getenv("KGD_BUILD_TIMEOUT")))
+	}
+	if c.builder, err = build.ParseBackend(env("KGD_BUILDER", string(build.BackendAuto))); err != nil {
+		bad("KGD_BUILDER", err)
+	}
+	switch c.gitCache = env("KGD_GIT_CACHE", filepath.Join(cmp.Or(c.workDir, os.TempDir()), "kgd-git-cache")); {
+	case c.gitCache == "off":
+		c.gitCache = ""
+	case !filepath.IsAbs(c.gitCache):
+		bad("KGD_GIT_CACHE", fmt.Errorf("%q is not an absolute directory (or off)", c.gitCache))
 	}
 	if c.imagesKept, err = strconv.Atoi(env("KGD_IMAGES_KEPT", "3")); err != nil || c.imagesKept < 1 {
 		bad("KGD_IMAGES_KEPT", fmt.Errorf("%q is not a positive number", getenv("KGD_IMAGES_KEPT")))
@@ -264,7 +281,11 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	src, err := source.New(cfg.githubWebURL)
+	var srcOpts []source.Option
+	if cfg.gitCache != "" {
+		srcOpts = append(srcOpts, source.WithCache(cfg.gitCache, source.DefaultCacheMaxPacks, source.DefaultCacheMaxBytes))
+	}
+	src, err := source.New(cfg.githubWebURL, srcOpts...)
 	if err != nil {
 		return fmt.Errorf("GITHUB_WEB_URL: %w", err)
 	}
@@ -289,7 +310,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 			}
 			return err
 		}},
-		src, build.New(docker), dep, rollout.New(kube), nil)
+		src, build.New(docker, build.WithBackend(cfg.builder)), dep, rollout.New(kube), nil)
 	if err != nil {
 		return err
 	}

@@ -64,6 +64,7 @@ func TestLoadConfig(t *testing.T) {
 			{"gke", []string{"KGD_KUBE_ENDPOINT", "https://10.0.0.1", "KGD_KUBE_CA_DATA", caPEM, "KUBECONFIG", "/ignored"}, "GKE endpoint https://10.0.0.1 with the runner's Google identity"},
 			{"kubeconfig-secret", []string{"KGD_KUBECONFIG_SECRET", "projects/p/secrets/kc/versions/3"}, "kubeconfig from projects/p/secrets/kc/versions/3"},
 			{"health", []string{"KGD_HEALTH_PORT", "8080", "KGD_LISTEN_HOST", "0.0.0.0"}, "in-cluster configuration or ~/.kube/config"},
+			{"legacy-builder", []string{"KGD_BUILDER", "legacy"}, "in-cluster configuration or ~/.kube/config"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				c, err := loadConfig(with(tt.env...))
@@ -74,6 +75,14 @@ func TestLoadConfig(t *testing.T) {
 					t.Errorf("cluster = %q, want %q", got, tt.kube)
 				}
 			})
+		}
+	})
+	t.Run("builder", func(t *testing.T) {
+		for _, tt := range []struct{ env, want string }{{"", "auto"}, {"auto", "auto"}, {" buildkit ", "buildkit"}, {"legacy", "legacy"}} {
+			c, err := loadConfig(with("KGD_BUILDER", tt.env))
+			if err != nil || string(c.builder) != tt.want {
+				t.Errorf("KGD_BUILDER=%q: builder %q, %v; want %q", tt.env, c.builder, err, tt.want)
+			}
 		}
 	})
 	t.Run("invalid", func(t *testing.T) {
@@ -93,6 +102,8 @@ func TestLoadConfig(t *testing.T) {
 			{"build-cpus", "KGD_BUILD_CPUS", []string{"KGD_BUILD_CPUS", "-1"}},
 			{"build-timeout", "KGD_BUILD_TIMEOUT", []string{"KGD_BUILD_TIMEOUT", "0s"}},
 			{"images-kept", "KGD_IMAGES_KEPT", []string{"KGD_IMAGES_KEPT", "0"}},
+			{"builder", "KGD_BUILDER", []string{"KGD_BUILDER", "kaniko"}},
+			{"git-cache-relative", "KGD_GIT_CACHE", []string{"KGD_GIT_CACHE", "cache"}},
 			{"lease", "KGD_LEASE", []string{"KGD_LEASE", "1s"}},
 			{"unclaimed-after", "KGD_UNCLAIMED_AFTER", []string{"KGD_UNCLAIMED_AFTER", "never"}},
 			{"retention", "KGD_RETENTION", []string{"KGD_RETENTION", "-1h"}},

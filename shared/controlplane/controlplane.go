@@ -17,6 +17,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -65,6 +67,15 @@ type ControlPlane struct {
 	dir      string
 	children []*child
 	tail     *tailWriter
+	out      io.Writer
+
+	// kube-apiserver once StopAPIServer stopped envtest's: its command
+	// line and environment, and the process StartAPIServer started.
+	apiMu      sync.Mutex
+	apiArgv    []string
+	apiEnv     []string
+	api        *child
+	apiStopped bool
 
 	stopOnce sync.Once
 	stopErr  error
@@ -128,7 +139,7 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create temp dir: %w", err)
 	}
-	c := &ControlPlane{dir: dir, tail: tail}
+	c := &ControlPlane{dir: dir, tail: tail, out: out}
 	if err := c.start(ctx, opts.BinDir, out); err != nil {
 		_ = c.Stop()
 		if t := tail.String(); t != "" {
@@ -280,6 +291,12 @@ func (c *ControlPlane) Stop() error {
 		for _, ch := range c.children {
 			stopChild(ch)
 		}
+		c.apiMu.Lock()
+		if c.api != nil {
+			stopChild(c.api)
+			c.api = nil
+		}
+		c.apiMu.Unlock()
 		if c.env != nil {
 			// envtest stops the apiserver before etcd.
 			if err := c.env.Stop(); err != nil {
@@ -294,6 +311,134 @@ func (c *ControlPlane) Stop() error {
 		c.stopErr = errors.Join(errs...)
 	})
 	return c.stopErr
+}
+
+// apiStopTimeout bounds how long StopAPIServer waits for kube-apiserver to
+// exit after SIGTERM before it kills it, and apiReadyTimeout how long
+// StartAPIServer waits for it to be ready.
+const (
+	apiStopTimeout  = 30 * time.Second
+	apiReadyTimeout = 60 * time.Second
+)
+
+// StopAPIServer stops kube-apiserver as an outage or an upgrade does
+// (SIGTERM), leaving etcd and the other processes running: clients see
+// the cluster's address refuse connections until StartAPIServer. It
+// needs Linux's /proc to find the process envtest started.
+func (c *ControlPlane) StopAPIServer() error {
+	c.apiMu.Lock()
+	defer c.apiMu.Unlock()
+	if c.apiStopped {
+		return errors.New("stop kube-apiserver: it is stopped")
+	}
+	if c.api != nil {
+		stopChild(c.api)
+		c.api = nil
+		c.apiStopped = true
+		return nil
+	}
+	if c.env == nil || c.env.ControlPlane.APIServer == nil {
+		return errors.New("stop kube-apiserver: the control plane is not running")
+	}
+	pid, argv, env, err := findAPIServer(c.env.ControlPlane.APIServer.CertDir)
+	if err != nil {
+		return fmt.Errorf("stop kube-apiserver: %w", err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("stop kube-apiserver (pid %d): %w", pid, err)
+	}
+	// envtest waits for its process, so it is gone once reaped.
+	gone := func(context.Context) (bool, error) { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH), nil }
+	if wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, apiStopTimeout, true, gone) != nil {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		if err := wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, apiStopTimeout, true, gone); err != nil {
+			return fmt.Errorf("stop kube-apiserver (pid %d): it does not exit: %w", pid, err)
+		}
+	}
+	c.apiArgv, c.apiEnv, c.apiStopped = argv, env, true
+	return nil
+}
+
+// StartAPIServer starts kube-apiserver again after StopAPIServer, with the
+// same command line: the same address, certificates and etcd, so clients
+// and the other processes reconnect as they would after an outage. It
+// returns once the server is ready.
+func (c *ControlPlane) StartAPIServer(ctx context.Context) error {
+	c.apiMu.Lock()
+	defer c.apiMu.Unlock()
+	if !c.apiStopped {
+		return errors.New("start kube-apiserver: it is running")
+	}
+	cmd := exec.Command(c.apiArgv[0], c.apiArgv[1:]...)
+	cmd.Env = c.apiEnv
+	cmd.Stdout, cmd.Stderr = c.out, c.out
+	cmd.SysProcAttr = sysProcAttr()
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start kube-apiserver: %w", err)
+	}
+	ch := &child{name: "kube-apiserver", cmd: cmd, done: make(chan struct{})}
+	go func() {
+		ch.err = cmd.Wait()
+		close(ch.done)
+	}()
+	c.api, c.apiStopped = ch, false
+	client, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		return fmt.Errorf("start kube-apiserver: %w", err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, apiReadyTimeout)
+	defer cancel()
+	err = wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+		select {
+		case <-ch.done:
+			return false, fmt.Errorf("kube-apiserver exited: %v", ch.err)
+		default:
+		}
+		return client.Discovery().RESTClient().Get().AbsPath("/readyz").Do(ctx).Error() == nil, nil
+	})
+	if err != nil {
+		return fmt.Errorf("start kube-apiserver: wait until ready: %w\nlast output:\n%s", err, c.tail.String())
+	}
+	return nil
+}
+
+// findAPIServer returns the process id, command line and environment of
+// the kube-apiserver whose certificate directory is certDir, from /proc.
+func findAPIServer(certDir string) (int, []string, []string, error) {
+	if certDir == "" {
+		return 0, nil, nil, errors.New("no certificate directory to find it by")
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("list processes: %w", err)
+	}
+	split := func(b []byte) []string {
+		return strings.Split(strings.TrimSuffix(string(b), "\x00"), "\x00")
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(raw) == 0 {
+			continue
+		}
+		argv := split(raw)
+		if filepath.Base(argv[0]) != "kube-apiserver" {
+			continue
+		}
+		for i, a := range argv {
+			if a == "--cert-dir="+certDir || (a == "--cert-dir" && i+1 < len(argv) && argv[i+1] == certDir) {
+				rawEnv, err := os.ReadFile(filepath.Join("/proc", e.Name(), "environ"))
+				if err != nil {
+					return 0, nil, nil, fmt.Errorf("read the environment of pid %d: %w", pid, err)
+				}
+				return pid, argv, split(rawEnv), nil
+			}
+		}
+	}
+	return 0, nil, nil, fmt.Errorf("no kube-apiserver process with --cert-dir=%s", certDir)
 }
 
 // stopChild sends SIGTERM to the child's process group and SIGKILL if it

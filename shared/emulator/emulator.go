@@ -10,6 +10,7 @@
 package emulator
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -79,6 +81,12 @@ type Emulators struct {
 	PubSubHost    string
 
 	procs []*process
+
+	// What StartService needs to start an emulator again.
+	java    string
+	specs   map[Service]spec
+	log     io.Writer
+	timeout time.Duration
 }
 
 // Start launches the requested emulators in parallel and waits until each
@@ -110,7 +118,7 @@ func Start(ctx context.Context, opts Options) (*Emulators, error) {
 		specs = append(specs, sp)
 	}
 
-	e := &Emulators{}
+	e := &Emulators{java: java, specs: map[Service]spec{}, log: opts.Log, timeout: timeout}
 	var (
 		mu   sync.Mutex
 		wg   sync.WaitGroup
@@ -136,6 +144,8 @@ func Start(ctx context.Context, opts Options) (*Emulators, error) {
 			case PubSub:
 				e.PubSubHost = p.addr
 			}
+			sp.port = p.port()
+			e.specs[sp.service] = sp
 		}()
 	}
 	wg.Wait()
@@ -184,6 +194,91 @@ func (e *Emulators) Stop() error {
 	wg.Wait()
 	e.procs = nil
 	return nil
+}
+
+// StopService stops one emulator as a crash or a restart would (SIGTERM,
+// SIGKILL after 10 s); its address stays reserved for StartService in
+// FirestoreHost or PubSubHost. Stopping a stopped emulator does nothing.
+func (e *Emulators) StopService(s Service) error {
+	if _, ok := e.specs[s]; !ok {
+		return fmt.Errorf("stop the %s emulator: not started by these Emulators", s)
+	}
+	procs := e.procs[:0]
+	for _, p := range e.procs {
+		if p.service == s {
+			p.stop(10 * time.Second)
+			continue
+		}
+		procs = append(procs, p)
+	}
+	e.procs = procs
+	return nil
+}
+
+// RestartOptions configures StartService.
+type RestartOptions struct {
+	// FirestoreImport, for the Firestore emulator, is an export to load
+	// at start: the .overall_export_metadata file ExportFirestore
+	// returns.
+	FirestoreImport string
+}
+
+// StartService starts an emulator stopped by StopService again, on the
+// same address, and waits until it answers. The emulators keep no data
+// across a restart (the Pub/Sub emulator has no topics, the Firestore
+// emulator no documents) unless opts.FirestoreImport loads an export.
+func (e *Emulators) StartService(ctx context.Context, s Service, opts RestartOptions) error {
+	sp, ok := e.specs[s]
+	if !ok {
+		return fmt.Errorf("start the %s emulator: not started by these Emulators", s)
+	}
+	for _, p := range e.procs {
+		if p.service == s {
+			return fmt.Errorf("start the %s emulator: it is running", s)
+		}
+	}
+	if opts.FirestoreImport != "" {
+		if s != Firestore {
+			return fmt.Errorf("start the %s emulator: only the Firestore emulator imports data", s)
+		}
+		sp.args = append(slices.Clone(sp.args), "--import-data="+opts.FirestoreImport)
+	}
+	p, err := launch(ctx, e.java, sp, e.log, e.timeout)
+	if p != nil {
+		e.procs = append(e.procs, p)
+	}
+	return err
+}
+
+// ExportFirestore exports the documents of project in the Firestore
+// emulator at host into a new directory under dir, and returns the export's
+// .overall_export_metadata file for RestartOptions.FirestoreImport. An
+// export taken while clients write may miss their last writes.
+func ExportFirestore(ctx context.Context, host, project, dir string) (string, error) {
+	body := fmt.Sprintf(`{"database":"projects/%s/databases/(default)","export_directory":%q}`, project, dir)
+	u := fmt.Sprintf("http://%s/emulator/v1/projects/%s:export", host, project)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(body))
+	if err != nil {
+		return "", fmt.Errorf("export firestore project %s: %w", project, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	before, _ := filepath.Glob(filepath.Join(dir, "*", "*.overall_export_metadata"))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("export firestore project %s: %w", project, err)
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("export firestore project %s: emulator answered %s: %s", project, resp.Status, bytes.TrimSpace(msg))
+	}
+	after, _ := filepath.Glob(filepath.Join(dir, "*", "*.overall_export_metadata"))
+	for _, f := range after {
+		if !slices.Contains(before, f) {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("export firestore project %s: no new export in %s", project, dir)
 }
 
 // ClearFirestore deletes every document of one project in the Firestore
@@ -248,6 +343,13 @@ func sdkRoot(explicit string) string {
 		}
 	}
 	return "/usr/lib/google-cloud-sdk"
+}
+
+// port returns the port p listens on.
+func (p *process) port() int {
+	_, port, _ := net.SplitHostPort(p.addr)
+	n, _ := strconv.Atoi(port)
+	return n
 }
 
 // process is one emulator JVM in its own process group.

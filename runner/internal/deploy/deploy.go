@@ -44,8 +44,13 @@ import (
 const DefaultTimeout = 5 * time.Minute
 
 // staleGrace is added to the request's timeout to decide that a release
-// left pending by another process is abandoned (the process crashed).
-const staleGrace = time.Minute
+// left pending by another process is abandoned (the process crashed). It
+// is shorter than the minute the pipeline's release lock is held beyond
+// the timeout: the revision of a runner that crashed is created a moment
+// after it took the lock, so with equal margins the runner that gets the
+// expired lock found the revision a few seconds short of stale and failed
+// "another deploy is in progress" (found by localstack/faults).
+const staleGrace = 30 * time.Second
 
 // Deployer runs Helm releases against one cluster. It is safe for
 // concurrent use; Deploys of the same namespace/release are serialized.

@@ -9,11 +9,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"helm.sh/helm/v4/pkg/chart"
@@ -134,6 +136,13 @@ type Job struct {
 	// event, so a client that sees the build succeed can deploy it at
 	// once; if it fails, the job fails.
 	RecordPending func(ctx context.Context, images map[string]string) error
+	// Interrupted, if set, reports whether the runner is shutting down:
+	// a job that fails then (its steps cancelled) records no end of its
+	// iteration and reports Outcome.Interrupted, for the runner to hand it
+	// back; the runner that runs it again ends the iteration. Without
+	// this, a Skaffold client saw the iteration fail and then succeed
+	// (found by localstack/faults).
+	Interrupted func() bool
 }
 
 // Outcome is how a job ended. Err is nil on success.
@@ -153,6 +162,9 @@ type Outcome struct {
 	// Units are the units the job built and deployed (the ones its
 	// filters kept): on success, each of them is now at the job's commit.
 	Units []string
+	// Interrupted reports that the job failed while Job.Interrupted held:
+	// its iteration's end was not recorded.
+	Interrupted bool
 }
 
 // Run runs j, sending its events to sink. It returns the outcome; the
@@ -192,8 +204,12 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 	e.emit(f.V1Meta(), f.V2Meta())
 	e.emit(f.V1DevLoop(event.InProgress, nil), f.V2Task(event.TaskDevLoop, event.V2InProgress, nil))
 	fail := func(info *event.ErrorInfo) (Outcome, error) {
-		e.emit(f.V1DevLoop(event.Failed, info), f.V2Task(event.TaskDevLoop, event.V2Failed, info))
 		out.Err = info
+		if j.Interrupted != nil && j.Interrupted() {
+			out.Interrupted = true
+			return out, e.err
+		}
+		e.emit(f.V1DevLoop(event.Failed, info), f.V2Task(event.TaskDevLoop, event.V2Failed, info))
 		return out, e.err
 	}
 	if prepErr != nil {
@@ -214,7 +230,7 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 				e.log(event.TaskDeploy, event.SubtaskNone, "Deploying "+ref+" of unit "+u.Name+", built by an earlier job")
 			}
 		}
-	} else if info := p.build(ctx, cfg.Units, tree, e, images, &out); info != nil {
+	} else if info := p.build(ctx, cfg.Units, tree, e, images, &out, p.cacheSources(ctx, j, tree, cfg.Units)); info != nil {
 		return fail(info)
 	}
 	out.Units = unitNames(cfg.Units)
@@ -316,7 +332,8 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 
 // build builds and pushes the units' images in file order, recording each
 // in images and out; it returns the failure of the first that fails.
-func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, tree *workspace.Tree, e *emitter, images map[string]build.Result, out *Outcome) *event.ErrorInfo {
+// cacheFrom holds each unit's build cache sources (see cacheSources).
+func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, tree *workspace.Tree, e *emitter, images map[string]build.Result, out *Outcome, cacheFrom map[string][]string) *event.ErrorInfo {
 	f := e.f
 	if len(f.Plan().Artifacts) > 0 {
 		e.emit(nil, f.V2Task(event.TaskBuild, event.V2InProgress, nil))
@@ -336,7 +353,7 @@ func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, tree *wor
 			res, err = p.builder.Build(ctx, build.Request{
 				Context:    contextRoot,
 				Dockerfile: u.Docker.Dockerfile, Tag: u.Docker.Tag, Args: u.Docker.Args,
-				Target: u.Docker.Target, Push: u.Docker.Push, Auth: p.cfg.RegistryAuth,
+				Target: u.Docker.Target, CacheFrom: cacheFrom[u.Name], Push: u.Docker.Push, Auth: p.cfg.RegistryAuth,
 				Memory: p.cfg.BuildMemory, CPUs: p.cfg.BuildCPUs, Timeout: p.cfg.BuildTimeout,
 			}, func(line string) { e.log(event.TaskBuild, name, line) })
 			p.engine.RUnlock()
@@ -484,6 +501,52 @@ func (p *Pipeline) prepare(ctx context.Context, j Job, dir string) (*repoconfig.
 	return cfg, tree, nil
 }
 
+// cacheSources returns, for each unit that pushes its image, the image
+// its previous build pushed: the unit's tag rendered for the commit the
+// unit was last deployed at (Job.Deployed), else for the push's before.
+// The build reuses the steps whose cache that image carries (BuildKit
+// exports it inline), so a runner with an empty build cache starts warm.
+// A source that does not exist (a tag template that changed, an image
+// never pushed) is skipped by the build; a file that cannot be read or
+// rendered for the previous commit gives no sources.
+func (p *Pipeline) cacheSources(ctx context.Context, j Job, tree *workspace.Tree, units []repoconfig.Unit) map[string][]string {
+	sources := map[string][]string{}
+	byCommit := map[string][]repoconfig.Unit{}
+	for _, u := range units {
+		if u.Docker == nil || !u.Docker.Push {
+			continue
+		}
+		prev := j.Before
+		if d := j.Deployed[u.Name]; d != "" {
+			prev = d
+		}
+		if prev != "" && strings.Trim(prev, "0") != "" { // GitHub's before of a new branch is all zeros
+			byCommit[prev] = append(byCommit[prev], u)
+		}
+	}
+	if len(byCommit) == 0 {
+		return sources
+	}
+	src, err := tree.ReadFile(ctx, repoconfig.FileName, repoconfig.MaxFileSize)
+	if err != nil {
+		return sources
+	}
+	for prev, us := range byCommit {
+		cfg, err := repoconfig.Parse(src, repoconfig.Vars{SHA: prev, Branch: j.Branch, Tag: j.Tag, Ref: j.Ref, Owner: j.Owner, Name: j.Name})
+		if err != nil {
+			continue
+		}
+		for _, u := range us {
+			for _, pu := range cfg.Units {
+				if pu.Name == u.Name && pu.Docker != nil {
+					sources[u.Name] = []string{pu.Docker.Tag}
+				}
+			}
+		}
+	}
+	return sources
+}
+
 // render reads kube-git-deploy.toml safely, renders and checks it.
 func (p *Pipeline) render(ctx context.Context, j Job, tree *workspace.Tree) (*repoconfig.Config, *event.ErrorInfo) {
 	src, err := tree.ReadFile(ctx, repoconfig.FileName, repoconfig.MaxFileSize)
@@ -557,8 +620,17 @@ func imageValues(u repoconfig.Unit, images map[string]build.Result) map[string]s
 func buildError(err error) *event.ErrorInfo {
 	var be *build.Error
 	if errors.As(err, &be) {
-		info := &event.ErrorInfo{Code: be.Code, Message: be.Msg}
-		switch be.Code {
+		// The message carries the cause: "read push output" alone does not
+		// tell the user what went wrong (found by localstack/faults).
+		info := &event.ErrorInfo{Code: be.Code, Message: be.Error()}
+		if be.Code == enumspb.StatusCode_BUILD_DOCKER_UNKNOWN && engineLost(err) {
+			// The Docker Engine went away in the middle of the build or
+			// push (stopped, crashed, restarted): say so, as a failed
+			// connection at the start of a step already does.
+			info.Code = enumspb.StatusCode_BUILD_DOCKER_DAEMON_NOT_RUNNING
+			info.Message = "the Docker daemon stopped answering during the build (" + be.Error() + "): check that it runs, or set DOCKER_HOST to a reachable daemon, and push again"
+		}
+		switch info.Code {
 		case enumspb.StatusCode_BUILD_USER_ERROR:
 			info.Suggestions = []event.Suggestion{{Code: enumspb.SuggestionCode_FIX_USER_BUILD_ERR, Action: "Fix the Dockerfile or the build context and push again"}}
 		case enumspb.StatusCode_BUILD_DOCKER_DAEMON_NOT_RUNNING:
@@ -571,10 +643,19 @@ func buildError(err error) *event.ErrorInfo {
 	return &event.ErrorInfo{Code: enumspb.StatusCode_BUILD_UNKNOWN, Message: err.Error()}
 }
 
+// engineLost reports whether a build step's error is the Docker Engine's
+// connection breaking mid-stream (its output cut short, the connection
+// reset or refused) rather than a failure the engine reported.
+func engineLost(err error) bool {
+	return errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE)
+}
+
 func deployError(err error) *event.ErrorInfo {
 	var de *deploy.Error
 	if errors.As(err, &de) {
-		info := &event.ErrorInfo{Code: de.Code, Message: de.Msg}
+		// With its cause (Helm's reason, the rollback), not only the step.
+		info := &event.ErrorInfo{Code: de.Code, Message: de.Error()}
 		if de.Code == enumspb.StatusCode_DEPLOY_CLUSTER_CONNECTION_ERR {
 			info.Suggestions = []event.Suggestion{{Code: enumspb.SuggestionCode_CHECK_CLUSTER_CONNECTION, Action: "Check the runner's KUBECONFIG and that the cluster is reachable"}}
 		}

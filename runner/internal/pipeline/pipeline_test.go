@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/http/httptest"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -254,7 +255,8 @@ func TestPipeline(t *testing.T) {
 		if got := rec.v2Seq(); got != wantV2 && got != strings.Replace(wantV2, "Resource:InProgress ", "", 1) {
 			t.Errorf("v2 events:\n got %s\nwant %s", got, wantV2)
 		}
-		if !strings.Contains(rec.logs(), "Build-1 Step 1/2 : FROM scratch") {
+		// The legacy builder's steps, or BuildKit's (the default).
+		if logs := rec.logs(); !strings.Contains(logs, "Build-1 Step 2/2 : COPY hello.txt /") && !regexp.MustCompile(`Build-1 #\d+ \[1/1\] COPY hello.txt /`).MatchString(logs) {
 			t.Errorf("build output missing from the log events:\n%s", rec.logs())
 		}
 
@@ -553,6 +555,7 @@ func TestPathsCompareWithLastDeploy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var logs string // of the last run
 	run := func(before string, deployed map[string]string) []string {
 		t.Helper()
 		j := Job{Job: event.Job{ID: "paths-" + before[:4], Repository: "octo/paths", Commit: c2, Ref: "refs/heads/main", Branch: "main", Trigger: "push", Iteration: 1},
@@ -563,6 +566,7 @@ func TestPathsCompareWithLastDeploy(t *testing.T) {
 		if err != nil || out.Err != nil {
 			t.Fatalf("Run: %v %+v", err, out.Err)
 		}
+		logs = rec.logs()
 		return out.Units
 	}
 	// Only the push's before: api's change in the superseded push is lost.
@@ -572,6 +576,13 @@ func TestPathsCompareWithLastDeploy(t *testing.T) {
 	// Compared with what each unit last deployed: both changed since c0.
 	if got := run(c1, map[string]string{"api": c0, "web": c0}); !slices.Equal(got, []string{"api", "web"}) {
 		t.Errorf("units compared with the last deploy = %v, want [api web]", got)
+	}
+	// Each build starts from the image of the unit's last deploy
+	// (Request.CacheFrom), which BuildKit looks up in the registry.
+	for _, want := range []string{"importing cache manifest from " + e.registry + "/octo/paths-api:" + c0[:7], "importing cache manifest from " + e.registry + "/octo/paths-web:" + c0[:7]} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("no %q in the job's log:\n%s", want, logs)
+		}
 	}
 	// A unit already deployed at this very commit is left alone.
 	if got := run(c1, map[string]string{"api": c2, "web": c0}); !slices.Equal(got, []string{"web"}) {

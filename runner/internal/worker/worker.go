@@ -274,6 +274,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		RecordPending: func(ctx context.Context, images map[string]string) error {
 			return w.store.MarkDeployPending(ctx, j.ID, images)
 		},
+		Interrupted: func() bool { return shutdown.Err() != nil },
 	}
 	if j.DeployOf != "" {
 		// Deploy-only: non-nil even without images, so that nothing is
@@ -282,7 +283,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		maps.Copy(pj.Images, j.Images)
 	}
 	out, runErr := w.runner.Run(ctx, pj, writer)
-	if shutdown.Err() != nil && runErr == nil && out.Err != nil {
+	if runErr == nil && out.Interrupted {
 		// Interrupted by the runner's shutdown, not by the job itself:
 		// the job goes back to the queue and runs again elsewhere.
 		f := event.NewFactory(ej, event.Plan{}, w.now)

@@ -184,6 +184,10 @@ func (r *blockingRunner) Run(ctx context.Context, j pipeline.Job, sink pipeline.
 	close(r.started)
 	<-ctx.Done()
 	info := &event.ErrorInfo{Code: enumspb.StatusCode_BUILD_CANCELLED, Message: "canceled"}
+	if j.Interrupted != nil && j.Interrupted() {
+		// As the pipeline does: no end of the iteration when interrupted.
+		return pipeline.Outcome{Err: info, Interrupted: true}, nil
+	}
 	return pipeline.Outcome{Err: info}, sink.Emit(f.V1DevLoop(event.Failed, info), nil)
 }
 
