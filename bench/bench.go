@@ -47,7 +47,7 @@ func (t Target) Met(st Stats) bool {
 // Series is one measured figure: its samples, in the order taken, after
 // Warmup samples that were taken and dropped.
 type Series struct {
-	// Figure groups series into the sections of RESULTS.md ("1" to "7").
+	// Figure groups series into the sections of RESULTS.md ("1" to "8").
 	Figure string `json:"figure"`
 	// Name is what was measured; Case the variant ("concurrency=8, one
 	// repository"); Unit the samples' unit ("ms", "deliveries/s").

@@ -70,6 +70,9 @@ var figures = []struct{ id, title, what string }{
 			"for Dockerfiles with more build steps (more build-log lines). Target: ≤ 20 + lines/50. PublicAPI's writes for the delivery are not in these counts."},
 	{"7", "Process start → ready",
 		"Exec of the binary (built once) until its health endpoint first answers 200, polled every 2 ms; PublicAPI and PrivateAPI are the functions binary."},
+	{"8", "Builds: BuildKit and the legacy builder",
+		"A cached build of a demo-like image (its binary's layer cached, `message.txt` changed each sample) through the Docker Engine API, " +
+			"build only, with each of the engine's builders (`KGD_BUILDER`)."},
 }
 
 // Markdown renders RESULTS.md.
