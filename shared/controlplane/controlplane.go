@@ -45,7 +45,7 @@ const NodeName = "kwok-node-0"
 var binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kwok-stages.yaml"}
 
 // readyTimeout bounds how long Start waits for the node to become Ready.
-const readyTimeout = 60 * time.Second
+const readyTimeout = 3 * time.Minute
 
 // Options configures Start.
 type Options struct {
@@ -152,8 +152,12 @@ func Start(ctx context.Context, opts Options) (*ControlPlane, error) {
 
 func (c *ControlPlane) start(ctx context.Context, binDir string, out io.Writer) error {
 	env := &envtest.Environment{
-		BinaryAssetsDirectory:   binDir,
-		ControlPlaneStopTimeout: 20 * time.Second,
+		BinaryAssetsDirectory: binDir,
+		// Generous: on a busy machine (two test runs at once) etcd and
+		// kube-apiserver took longer than envtest's default 20 s to
+		// register the default namespace. It only bounds a hang.
+		ControlPlaneStartTimeout: 3 * time.Minute,
+		ControlPlaneStopTimeout:  20 * time.Second,
 	}
 	env.ControlPlane.Etcd = &envtest.Etcd{Out: out, Err: out}
 	env.ControlPlane.APIServer = &envtest.APIServer{Out: out, Err: out}
@@ -318,7 +322,7 @@ func (c *ControlPlane) Stop() error {
 // StartAPIServer waits for it to be ready.
 const (
 	apiStopTimeout  = 30 * time.Second
-	apiReadyTimeout = 60 * time.Second
+	apiReadyTimeout = 3 * time.Minute
 )
 
 // StopAPIServer stops kube-apiserver as an outage or an upgrade does

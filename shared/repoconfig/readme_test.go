@@ -8,16 +8,20 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/shared/repoconfig"
 )
 
-// TestREADMEExamples keeps the README's kube-git-deploy.toml examples
-// true: each one parses, and the full example sets every field it shows.
+// TestREADMEExamples keeps the documented kube-git-deploy.toml examples
+// (the README's and docs/config-file.md's) true: each one parses, and the
+// full example sets every field it shows.
 func TestREADMEExamples(t *testing.T) {
-	readme, err := os.ReadFile("../../README.md")
-	if err != nil {
-		t.Fatal(err)
+	var blocks [][][]byte
+	for _, doc := range []string{"../../README.md", "../../docs/config-file.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks = append(blocks, regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllSubmatch(b, -1)...)
 	}
-	blocks := regexp.MustCompile("(?s)```toml\n(.*?)```").FindAllSubmatch(readme, -1)
-	if len(blocks) < 2 {
-		t.Fatalf("found %d toml examples in README.md, want at least 2", len(blocks))
+	if len(blocks) < 3 {
+		t.Fatalf("found %d toml examples in README.md and docs/config-file.md, want at least 3", len(blocks))
 	}
 	vars := repoconfig.Vars{SHA: "0123456789abcdef0123456789abcdef01234567", Branch: "main", Ref: "refs/heads/main", Owner: "octo", Name: "app"}
 	for i, b := range blocks {
@@ -30,7 +34,7 @@ func TestREADMEExamples(t *testing.T) {
 			t.Errorf("README example %d: units %+v, want api with docker and helm", i+1, cfg.Units)
 		}
 	}
-	full, err := repoconfig.Parse(blocks[1][1], vars)
+	full, err := repoconfig.Parse(blocks[len(blocks)-1][1], vars) // docs/config-file.md's full example
 	if err != nil {
 		t.Fatal(err)
 	}
