@@ -333,10 +333,10 @@ func (w *JobWriter) flushLocked(ctx context.Context) error {
 		// before it sends an event).
 		err = w.writeStateLocked(ctx)
 		if err == nil {
-			err = w.writeEventsLocked(ctx, true)
+			err = w.writeEventsLocked(ctx, allEvents)
 		}
 	} else {
-		err = w.writeEventsLocked(ctx, true)
+		err = w.writeEventsLocked(ctx, allEvents)
 		if err == nil {
 			err = w.writeStateLocked(ctx)
 		}
@@ -390,7 +390,7 @@ func (w *JobWriter) background() (time.Duration, error) {
 	ctx, cancel := context.WithTimeout(w.ctx, w.opts.WriteTimeout)
 	defer cancel()
 
-	if err := w.writeEventsLocked(ctx, false); err != nil {
+	if err := w.writeEventsLocked(ctx, fullChunks); err != nil {
 		return 0, err
 	}
 	now := time.Now()
@@ -400,7 +400,7 @@ func (w *JobWriter) background() (time.Duration, error) {
 	w.mu.Unlock()
 	if eventsDue || stateDue {
 		// A state is written only after the events emitted before it.
-		if err := w.writeEventsLocked(ctx, true); err != nil {
+		if err := w.writeEventsLocked(ctx, dueEvents); err != nil {
 			return 0, err
 		}
 	}
@@ -426,12 +426,35 @@ func (w *JobWriter) background() (time.Duration, error) {
 	return wait, nil
 }
 
-// writeEventsLocked writes the buffered events as chunks: all of them, or
-// only full chunks. w.writeMu must be held. Events leave the buffer only
-// once written.
-func (w *JobWriter) writeEventsLocked(ctx context.Context, all bool) error {
+// eventsWrite says which buffered events writeEventsLocked writes.
+type eventsWrite int
+
+const (
+	// fullChunks writes only full chunks, and nothing once the iteration
+	// ended (the background goroutine).
+	fullChunks eventsWrite = iota
+	// dueEvents writes partial chunks too, and nothing once the iteration
+	// ended (the background goroutine).
+	dueEvents
+	// allEvents writes everything, the end of the iteration included
+	// (Flush and Close, after the final state).
+	allEvents
+)
+
+// writeEventsLocked writes the buffered events as chunks, as which says.
+// w.writeMu must be held. Events leave the buffer only once written.
+//
+// The background goroutine stops at the end of an iteration even in the
+// middle of a loop: an iteration's final event emitted while it writes
+// earlier ones must wait for Flush or Close, which write the final state
+// first.
+func (w *JobWriter) writeEventsLocked(ctx context.Context, which eventsWrite) error {
 	for {
 		w.mu.Lock()
+		if w.hold && which != allEvents {
+			w.mu.Unlock()
+			return nil
+		}
 		n, size := 0, 0
 		for n < len(w.buf) && n < w.opts.MaxEvents {
 			if n > 0 && size+w.buf[n].size() > w.opts.MaxBytes {
@@ -443,7 +466,7 @@ func (w *JobWriter) writeEventsLocked(ctx context.Context, all bool) error {
 		full := n == w.opts.MaxEvents || n < len(w.buf)
 		batch := w.buf[:n:n]
 		w.mu.Unlock()
-		if n == 0 || (!all && !full) {
+		if n == 0 || (which == fullChunks && !full) {
 			return nil
 		}
 

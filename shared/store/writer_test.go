@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -366,13 +367,22 @@ func TestJobWriterStateCoalescing(t *testing.T) {
 	t.Logf("%d SetState calls in %v: %d state writes", n, elapsed, got.Version)
 }
 
-// recordHandler passes the messages of the records it handles to a channel,
-// so a test can wait for the writer's background writes without sleeping.
+// recordHandler passes the records it handles to a channel as their
+// message followed by their chunk attribute if any ("events written
+// chunk=3"), so a test can wait for the writer's background writes without
+// sleeping, and see their order.
 type recordHandler struct{ msgs chan<- string }
 
 func (h recordHandler) Enabled(context.Context, slog.Level) bool { return true }
 func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
-	h.msgs <- r.Message
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "chunk" {
+			msg += " chunk=" + a.Value.String()
+		}
+		return true
+	})
+	h.msgs <- msg
 	return nil
 }
 func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
@@ -396,7 +406,7 @@ func TestJobWriterBackground(t *testing.T) {
 		for {
 			select {
 			case m := <-msgs:
-				if m == want {
+				if m == want || strings.HasPrefix(m, want+" ") {
 					return
 				}
 			case <-e.ctx.Done():
@@ -435,33 +445,56 @@ func TestJobWriterBackground(t *testing.T) {
 
 // TestJobWriterFinalStateFirst: once an iteration's final DevLoopEvent is
 // emitted, its state lands before its last events, so a watcher that sees
-// the final event reads the final state.
+// the final event reads the final state. The final event is emitted while
+// the background goroutine is busy writing a backlog of one-event chunks:
+// it must stop at the iteration's end, not write the final event in the
+// same loop (which a busy CI machine once showed).
 func TestJobWriterFinalStateFirst(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testTimeout)
 	e.track(t, "alice", "final")
 	job := e.createJob(t, store.Job{Owner: "alice", Name: "final", DeliveryID: "d-final"})
-	w := e.newWriter(t, job.JobRef(), 0, store.WriterOptions{FlushInterval: 20 * time.Millisecond, StateInterval: time.Hour})
+	msgs := make(chan string, 1000)
+	w := e.newWriter(t, job.JobRef(), 0, store.WriterOptions{
+		MaxEvents: 1, FlushInterval: time.Millisecond, StateInterval: time.Hour,
+		Logger: slog.New(recordHandler{msgs}),
+	})
 	status := func(s string) (*v1pb.State, *v2pb.State) {
 		return &v1pb.State{DeployState: &v1pb.DeployState{Status: s}}, nil
 	}
 	devLoop := func(s string) *v1pb.LogEntry {
 		return &v1pb.LogEntry{Event: &v1pb.Event{EventType: &v1pb.Event_DevLoopEvent{DevLoopEvent: &v1pb.DevLoopEvent{Status: s}}}}
 	}
-	if err := w.Emit(devLoop("In Progress"), nil); err != nil {
-		t.Fatal(err)
+	next := func(want string) {
+		t.Helper()
+		for m := ""; m != want; {
+			select {
+			case m = <-msgs:
+			case <-e.ctx.Done():
+				t.Fatalf("no %q record before the deadline", want)
+			}
+		}
 	}
 	if err := w.SetState(status("In Progress")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the background writes both
+	next("state written") // the next one is at least StateInterval away
+	const backlog = 200
+	if err := w.Emit(devLoop("In Progress"), nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := range backlog - 1 {
+		if err := w.Emit(logLine(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	next("events written chunk=0") // the goroutine is writing the backlog, one chunk per write
 	if err := w.Emit(devLoop("Succeeded"), nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := w.SetState(status("Complete")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the background holds the final event
 	ctx, cancel := context.WithCancel(e.ctx)
 	defer cancel()
 	seen := make(chan string, 1)
@@ -483,12 +516,22 @@ func TestJobWriterFinalStateFirst(t *testing.T) {
 	if err := w.Close(e.ctx); err != nil {
 		t.Fatal(err)
 	}
+	close(msgs)
+	var order []string
+	for m := range msgs {
+		if m == "state written" || m == "events written chunk="+strconv.Itoa(backlog) {
+			order = append(order, m)
+		}
+	}
+	if want := []string{"state written", "events written chunk=" + strconv.Itoa(backlog)}; !slices.Equal(order, want) {
+		t.Errorf("writes after the final event was emitted: %q, want %q", order, want)
+	}
 	select {
 	case got := <-seen:
 		if got != "Complete" {
 			t.Errorf("state when the final event is visible = %q, want Complete", got)
 		}
-	case <-time.After(15 * time.Second):
+	case <-e.ctx.Done():
 		t.Fatal("the final event never arrived")
 	}
 }
