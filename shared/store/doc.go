@@ -34,12 +34,14 @@
 //	                                      deploy_pending, expire_at (TTL)
 //	events        {job id}-{chunk:08d}    repo, job_id, iteration, chunk, created         JobWriter (runner)      one document per chunk of up
 //	                                      (server time), v1 [bytes] (v1pb.LogEntry),                              to 100 events, at most one per
-//	                                      v2 [bytes] (v2pb.Event), v1_seq, v2_seq,                                FlushInterval (250 ms) per job
-//	                                      seq_first, seq_last, expire_at (TTL)
+//	                                      v2 [bytes] (v2pb.Event), v1_seq, v2_seq,                                FlushInterval (250 ms) per job,
+//	                                      seq_first, seq_last, expire_at (TTL)                                    once per OutputInterval (1 s)
+//	                                                                                                              for build output alone
 //	sequences     repository key          next: the repository's next event sequence      AppendEvents            once per events chunk, in the
 //	                                      number                                                                  chunk's transaction
 //	states        repository key          job_id, iteration, v1 (bytes, v1pb.State),      JobWriter (runner)      at most once per StateInterval
-//	                                      v2 (bytes, v2pb.State), updated (server                                 (1 s) per running job
+//	                                      v2 (bytes, v2pb.State), updated (server                                 (1 s) per running job, only
+//	                                                                                                              when it changed
 //	                                      time), version (write counter)
 //	redeliveries  owner~name~guid~N       claimed_by, claimed_at, expire_at (TTL,         runner (redeliver)      once per redelivery attempt
 //	                                      7 days)

@@ -1,10 +1,12 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -16,11 +18,12 @@ import (
 
 // Defaults of WriterOptions.
 const (
-	DefaultFlushInterval = 250 * time.Millisecond
-	DefaultMaxEvents     = 100
-	DefaultMaxBytes      = 512 << 10
-	DefaultStateInterval = time.Second
-	DefaultWriteTimeout  = 30 * time.Second
+	DefaultFlushInterval  = 250 * time.Millisecond
+	DefaultOutputInterval = time.Second
+	DefaultMaxEvents      = 100
+	DefaultMaxBytes       = 512 << 10
+	DefaultStateInterval  = time.Second
+	DefaultWriteTimeout   = 30 * time.Second
 )
 
 // maxEventBytes bounds one event (v1 and v2 encodings together): it must fit
@@ -35,6 +38,11 @@ type WriterOptions struct {
 	// FlushInterval is the longest an event waits in memory before it is
 	// written (default 250 ms). A full chunk is written at once.
 	FlushInterval time.Duration
+	// OutputInterval is the shortest time between two partial chunks that
+	// hold only output (log lines, v2 SkaffoldLogEvents; default 1 s): a
+	// build printing without pause costs one chunk a second, not four,
+	// while a status event still waits at most FlushInterval.
+	OutputInterval time.Duration
 	// MaxEvents is the most events per chunk document (default 100).
 	MaxEvents int
 	// MaxBytes is the most encoded event bytes per chunk document (default
@@ -55,6 +63,9 @@ type WriterOptions struct {
 func (o WriterOptions) withDefaults() WriterOptions {
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = DefaultFlushInterval
+	}
+	if o.OutputInterval <= 0 {
+		o.OutputInterval = DefaultOutputInterval
 	}
 	if o.MaxEvents <= 0 {
 		o.MaxEvents = DefaultMaxEvents
@@ -110,9 +121,13 @@ type JobWriter struct {
 	buf      []pendingEvent
 	bufBytes int
 	state    *pendingState // latest state not yet written
+	written  *pendingState // the state last written
 	err      error         // first write error; sticky
 	closed   bool
-	hold     bool // the iteration ended: events wait for Flush or Close
+	hold     bool // the iteration ended: events wait for its final state
+	final    bool // hold, and the final state was set: the goroutine writes both
+	// lastChunk is when the last chunk was written (see OutputInterval).
+	lastChunk time.Time
 
 	writeMu   sync.Mutex // serialises writes; guards next and lastState
 	next      int        // next chunk number
@@ -122,11 +137,20 @@ type JobWriter struct {
 type pendingEvent struct {
 	v1, v2 []byte
 	at     time.Time // when it was emitted
+	output bool      // only output: may wait for OutputInterval
 }
 
 func (e pendingEvent) size() int { return len(e.v1) + len(e.v2) }
 
 type pendingState struct{ v1, v2 []byte }
+
+func (s *pendingState) equal(o *pendingState) bool {
+	return s != nil && o != nil && bytes.Equal(s.v1, o.v1) && bytes.Equal(s.v2, o.v2)
+}
+
+// stateEncoding encodes states the same way each time (map fields sorted),
+// so that an unchanged state is recognised and not written again.
+var stateEncoding = proto.MarshalOptions{Deterministic: true}
 
 // NewJobWriter returns a writer of job's events starting at chunk
 // startChunk (0 for a new job, JobHistory.NextChunk for a job taken over)
@@ -185,6 +209,7 @@ func (w *JobWriter) Emit(v1 *v1pb.LogEntry, v2 *v2pb.Event) error {
 		return fmt.Errorf("emit event of job %s: %d bytes: %w", w.job.ID, e.size(), ErrTooLarge)
 	}
 	e.at = time.Now()
+	e.output = isOutput(v1, v2)
 
 	w.mu.Lock()
 	if err := w.unusableLocked(); err != nil {
@@ -194,9 +219,9 @@ func (w *JobWriter) Emit(v1 *v1pb.LogEntry, v2 *v2pb.Event) error {
 	w.buf = append(w.buf, e)
 	w.bufBytes += e.size()
 	if finalDevLoop(v1) {
-		// The iteration's end: from now on events wait for Flush or
-		// Close, which write the final state first (see flushLocked).
-		w.hold = true
+		// The iteration's end: from now on events wait for the final
+		// state, the next SetState, which lands first (see flushLocked).
+		w.hold, w.final = true, false
 	}
 	wake := len(w.buf) == 1 || len(w.buf) >= w.opts.MaxEvents || w.bufBytes >= w.opts.MaxBytes
 	w.mu.Unlock()
@@ -216,16 +241,21 @@ func nonNilBytes(b []byte) []byte {
 // SetState records the job's current state. Only the latest state is
 // kept; it is written at most once per StateInterval, always after the
 // events emitted before it, and the last one always lands (Flush, Close).
+//
+// A state set after an iteration's final DevLoopEvent is its final state:
+// the goroutine writes it at once, then the events held since the final
+// one, so a client that sees the iteration end and then asks for the state
+// gets the final one, without waiting for Close.
 func (w *JobWriter) SetState(v1 *v1pb.State, v2 *v2pb.State) error {
 	var st pendingState
 	var err error
 	if v1 != nil {
-		if st.v1, err = proto.Marshal(v1); err != nil {
+		if st.v1, err = stateEncoding.Marshal(v1); err != nil {
 			return fmt.Errorf("set state of job %s: marshal v1: %w", w.job.ID, err)
 		}
 	}
 	if v2 != nil {
-		if st.v2, err = proto.Marshal(v2); err != nil {
+		if st.v2, err = stateEncoding.Marshal(v2); err != nil {
 			return fmt.Errorf("set state of job %s: marshal v2: %w", w.job.ID, err)
 		}
 	}
@@ -234,10 +264,19 @@ func (w *JobWriter) SetState(v1 *v1pb.State, v2 *v2pb.State) error {
 		w.mu.Unlock()
 		return err
 	}
-	first := w.state == nil
-	w.state = &st
+	// A state equal to the one written is not written again: a job sets
+	// its state after every event, log lines included.
+	changed := w.state != nil || !st.equal(w.written)
+	first := w.state == nil && changed
+	if changed {
+		w.state = &st
+	}
+	finalNow := w.hold && !w.final
+	if finalNow {
+		w.final = true
+	}
 	w.mu.Unlock()
-	if first {
+	if first || finalNow {
 		w.wake()
 	}
 	return nil
@@ -341,6 +380,11 @@ func (w *JobWriter) flushLocked(ctx context.Context) error {
 			err = w.writeStateLocked(ctx)
 		}
 	}
+	if err == nil && hold {
+		w.mu.Lock()
+		w.hold, w.final = false, false
+		w.mu.Unlock()
+	}
 	if err != nil && ctx.Err() == nil {
 		w.fail(err)
 	}
@@ -384,18 +428,26 @@ func (w *JobWriter) background() (time.Duration, error) {
 	if err != nil {
 		return 0, err // Flush failed; stop
 	}
-	if w.held() {
-		return 0, nil // Flush or Close writes the end of the iteration
-	}
 	ctx, cancel := context.WithTimeout(w.ctx, w.opts.WriteTimeout)
 	defer cancel()
+	w.mu.Lock()
+	hold, final := w.hold, w.final
+	w.mu.Unlock()
+	if hold {
+		if !final {
+			return 0, nil // the final state comes next, or Flush or Close
+		}
+		// The final state, then the end of the iteration.
+		return 0, w.flushLocked(ctx)
+	}
 
 	if err := w.writeEventsLocked(ctx, fullChunks); err != nil {
 		return 0, err
 	}
 	now := time.Now()
 	w.mu.Lock()
-	eventsDue := len(w.buf) > 0 && now.Sub(w.buf[0].at) >= w.opts.FlushInterval
+	eventsAt := w.eventsDueLocked()
+	eventsDue := !eventsAt.IsZero() && !now.Before(eventsAt)
 	stateDue := w.state != nil && now.Sub(w.lastState) >= w.opts.StateInterval
 	w.mu.Unlock()
 	if eventsDue || stateDue {
@@ -414,8 +466,8 @@ func (w *JobWriter) background() (time.Duration, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	var wait time.Duration
-	if len(w.buf) > 0 {
-		wait = max(w.opts.FlushInterval-now.Sub(w.buf[0].at), time.Millisecond)
+	if at := w.eventsDueLocked(); !at.IsZero() {
+		wait = max(at.Sub(now), time.Millisecond)
 	}
 	if w.state != nil {
 		d := max(w.opts.StateInterval-now.Sub(w.lastState), time.Millisecond)
@@ -482,6 +534,7 @@ func (w *JobWriter) writeEventsLocked(ctx context.Context, which eventsWrite) er
 		w.next++
 
 		w.mu.Lock()
+		w.lastChunk = time.Now()
 		w.buf = w.buf[n:]
 		w.bufBytes -= size
 		if len(w.buf) == 0 {
@@ -527,6 +580,7 @@ func (w *JobWriter) writeStateLocked(ctx context.Context) error {
 	w.lastState = time.Now()
 	w.log.LogAttrs(ctx, slog.LevelDebug, "state written")
 	w.mu.Lock()
+	w.written = st
 	if w.state == st {
 		w.state = nil
 	}
@@ -534,10 +588,32 @@ func (w *JobWriter) writeStateLocked(ctx context.Context) error {
 	return nil
 }
 
-func (w *JobWriter) held() bool {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.hold
+// eventsDueLocked returns when the buffered events are due to be written
+// as a partial chunk (zero: none buffered); w.mu must be held. Events are
+// due FlushInterval after the oldest; if all of them are output, also not
+// before OutputInterval after the last chunk.
+func (w *JobWriter) eventsDueLocked() time.Time {
+	if len(w.buf) == 0 {
+		return time.Time{}
+	}
+	at := w.buf[0].at.Add(w.opts.FlushInterval)
+	if !slices.ContainsFunc(w.buf, func(e pendingEvent) bool { return !e.output }) {
+		at = later(at, w.lastChunk.Add(w.opts.OutputInterval))
+	}
+	return at
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// isOutput reports whether an event is only output: a v1 entry without an
+// event and a v2 SkaffoldLogEvent, either of them possibly absent.
+func isOutput(v1 *v1pb.LogEntry, v2 *v2pb.Event) bool {
+	return (v1 == nil || v1.GetEvent() == nil) && (v2 == nil || v2.GetSkaffoldLogEvent() != nil)
 }
 
 // finalDevLoop reports whether e is the DevLoopEvent that ends an

@@ -367,6 +367,45 @@ func TestJobWriterStateCoalescing(t *testing.T) {
 	t.Logf("%d SetState calls in %v: %d state writes", n, elapsed, got.Version)
 }
 
+// TestJobWriterUnchangedState: a state equal to the one written is not
+// written again (a job sets its state after every log line).
+func TestJobWriterUnchangedState(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	e.track(t, "alice", "same")
+	job := e.createJob(t, store.Job{Owner: "alice", Name: "same", DeliveryID: "d-same"})
+	w := e.newWriter(t, job.JobRef(), 0, store.WriterOptions{StateInterval: time.Millisecond})
+	state := func(artifacts map[string]string) (*v1pb.State, *v2pb.State) {
+		return &v1pb.State{BuildState: &v1pb.BuildState{Artifacts: artifacts}}, nil
+	}
+	// Maps of several keys: their encoding must not depend on map order.
+	a := map[string]string{"app": "In Progress", "web": "Complete", "db": "Complete", "cache": "Complete"}
+	b := map[string]string{"app": "Complete", "web": "Complete", "db": "Complete", "cache": "Complete"}
+	steps := []struct {
+		artifacts   map[string]string
+		wantVersion int64
+	}{
+		{a, 1}, {a, 1}, {a, 1}, {b, 2}, {b, 2}, {a, 3},
+	}
+	for i, step := range steps {
+		for range 10 {
+			if err := w.SetState(state(step.artifacts)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.Flush(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		got, err := e.store.State(e.ctx, "alice", "same")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Version != step.wantVersion {
+			t.Errorf("step %d: %d state writes, want %d", i, got.Version, step.wantVersion)
+		}
+	}
+}
+
 // recordHandler passes the records it handles to a channel as their
 // message followed by their chunk attribute if any ("events written
 // chunk=3"), so a test can wait for the writer's background writes without
@@ -495,43 +534,86 @@ func TestJobWriterFinalStateFirst(t *testing.T) {
 	if err := w.SetState(status("Complete")); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
-	seen := make(chan string, 1)
-	go func() {
-		e.store.WatchEvents(ctx, "alice/final", store.From{}, func(b store.EventBatch) error {
-			for _, le := range b.V1 {
-				if le.GetEvent().GetDevLoopEvent().GetStatus() == "Succeeded" {
-					st, err := e.store.State(ctx, "alice", "final")
-					if err != nil {
-						seen <- err.Error()
-					} else {
-						seen <- st.V1.GetDeployState().GetStatus()
-					}
-				}
-			}
-			return nil
-		})
-	}()
-	if err := w.Close(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	close(msgs)
+	// The goroutine writes the final state, then the final event, without
+	// waiting for Close.
 	var order []string
-	for m := range msgs {
-		if m == "state written" || m == "events written chunk="+strconv.Itoa(backlog) {
-			order = append(order, m)
+	for m := ""; m != "events written chunk="+strconv.Itoa(backlog); {
+		select {
+		case m = <-msgs:
+			if m == "state written" || strings.HasPrefix(m, "events written chunk="+strconv.Itoa(backlog)) {
+				order = append(order, m)
+			}
+		case <-e.ctx.Done():
+			t.Fatalf("the final event was not written before the deadline (writes seen: %q)", order)
 		}
 	}
 	if want := []string{"state written", "events written chunk=" + strconv.Itoa(backlog)}; !slices.Equal(order, want) {
 		t.Errorf("writes after the final event was emitted: %q, want %q", order, want)
 	}
-	select {
-	case got := <-seen:
-		if got != "Complete" {
-			t.Errorf("state when the final event is visible = %q, want Complete", got)
+	st, err := e.store.State(e.ctx, "alice", "final")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := st.V1.GetDeployState().GetStatus(); got != "Complete" {
+		t.Errorf("state once the final event is written = %q, want Complete", got)
+	}
+	if err := w.Close(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	h, err := e.store.JobEvents(e.ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(h.V1) != backlog+1 || h.V1[backlog].GetEvent().GetDevLoopEvent().GetStatus() != "Succeeded" {
+		t.Errorf("%d events recorded, want %d ending with the final DevLoopEvent", len(h.V1), backlog+1)
+	}
+}
+
+// TestJobWriterOutputInterval: partial chunks of output alone are written
+// at most once per OutputInterval; a status event is not held back by it,
+// and takes the waiting output with it.
+func TestJobWriterOutputInterval(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	e.track(t, "alice", "output")
+	job := e.createJob(t, store.Job{Owner: "alice", Name: "output", DeliveryID: "d-output"})
+	msgs := make(chan string, 100)
+	w := e.newWriter(t, job.JobRef(), 0, store.WriterOptions{
+		FlushInterval: time.Millisecond, OutputInterval: time.Hour, StateInterval: time.Hour,
+		Logger: slog.New(recordHandler{msgs}),
+	})
+	next := func(want string) {
+		t.Helper()
+		for m := ""; m != want; {
+			select {
+			case m = <-msgs:
+			case <-e.ctx.Done():
+				t.Fatalf("no %q record before the deadline", want)
+			}
 		}
-	case <-e.ctx.Done():
-		t.Fatal("the final event never arrived")
+	}
+	if err := w.Emit(logLine(0)); err != nil {
+		t.Fatal(err)
+	}
+	next("events written chunk=0") // no chunk yet: the first output goes at once
+	if err := w.Emit(logLine(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Emit(logLine(2)); err != nil {
+		t.Fatal(err)
+	}
+	// Output waits (an hour here); a status event goes within
+	// FlushInterval, with the output before it in the same chunk.
+	status := &v1pb.LogEntry{Event: &v1pb.Event{EventType: &v1pb.Event_BuildEvent{BuildEvent: &v1pb.BuildEvent{Artifact: "app", Status: "Complete"}}}}
+	if err := w.Emit(status, nil); err != nil {
+		t.Fatal(err)
+	}
+	next("events written chunk=1")
+	h, err := e.store.JobEvents(e.ctx, job.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.NextChunk != 2 || len(h.V1) != 4 || h.V1[3].GetEvent().GetBuildEvent() == nil {
+		t.Errorf("after the status event: %d chunks, %d v1 events, want 2 chunks of 4 events ending with the BuildEvent", h.NextChunk, len(h.V1))
 	}
 }

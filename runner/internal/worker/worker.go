@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"maps"
 	"strings"
+	"sync"
 	"time"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
@@ -200,7 +201,8 @@ func (w *Worker) renew(ctx context.Context, cancel context.CancelFunc, id string
 // run runs the claimed job and returns its final status; shutdown is done
 // when the runner stops receiving jobs.
 func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logger) (store.JobStatus, string, error) {
-	history, err := w.store.JobEvents(ctx, j.ID)
+	lk := w.lookUp(ctx, j)
+	history, err := lk.history, lk.historyErr
 	if err != nil {
 		return "", "", fmt.Errorf("read job %s events: %w", j.ID, err)
 	}
@@ -233,34 +235,22 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 
 	// A newer push to the same ref supersedes this one: building it
 	// would only deploy an older commit over a newer one.
-	if newer, err := w.newerJob(ctx, j); err != nil {
+	if lk.newerErr != nil {
 		closeWriter()
-		return "", "", err
-	} else if newer != "" {
-		return w.supersede(ctx, j, writer, closeWriter, "superseded by job "+newer+", a newer push to "+j.Ref, log)
+		return "", "", lk.newerErr
+	} else if lk.newer != "" {
+		return w.supersede(ctx, j, writer, closeWriter, "superseded by job "+lk.newer+", a newer push to "+j.Ref, log)
 	}
-
-	repo, err := w.store.Repository(ctx, j.Owner, j.Name)
-	if err != nil {
+	if errors.Is(lk.repoErr, store.ErrNotFound) {
 		closeWriter()
-		if errors.Is(err, store.ErrNotFound) {
-			return store.StatusCanceled, "repository is no longer tracked", nil
-		}
-		return "", "", fmt.Errorf("read repository of job %s: %w", j.ID, err)
-	}
-	token := ""
-	if t, err := w.store.RepositoryToken(ctx, repo); err == nil {
-		token = t.AccessToken
-	} else if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrInvalid) {
+		return store.StatusCanceled, "repository is no longer tracked", nil
+	} else if lk.repoErr != nil {
 		closeWriter()
-		return "", "", fmt.Errorf("read token of %s: %w", repo.TrackedBy, err)
+		return "", "", lk.repoErr
+	} else if lk.stale != "" {
+		return w.supersede(ctx, j, writer, closeWriter, lk.stale, log)
 	}
-	if msg, err := w.stale(ctx, j, token); err != nil {
-		closeWriter()
-		return "", "", err
-	} else if msg != "" {
-		return w.supersede(ctx, j, writer, closeWriter, msg, log)
-	}
+	repo, token := lk.repo, lk.token
 
 	pj := pipeline.Job{
 		Job: ej, Owner: j.Owner, Name: j.Name, Before: j.Before, Token: token,
@@ -397,6 +387,51 @@ func (w *Worker) stale(ctx context.Context, j *store.Job, token string) (string,
 		return fmt.Sprintf("%s now points at %.7s, not at this push's %.7s (a newer push, or a replay of an old one); nothing is deployed", j.Ref, head, j.SHA), nil
 	}
 	return "", nil
+}
+
+// lookup is what a job needs looked up before it runs, each with its
+// error.
+type lookup struct {
+	history    *store.JobHistory
+	historyErr error
+	newer      string // a newer push's job (see newerJob)
+	newerErr   error
+	repo       *store.Repository
+	token      string
+	stale      string // why the push is stale (see stale), or ""
+	repoErr    error  // of the repository, its token or the stale check
+}
+
+// lookUp does a job's lookups at the same time: its events so far, a
+// newer push, and the repository, its token and the ref's head (one after
+// the other: each needs the one before). They are independent reads, so
+// the job starts after the slowest of them, not after their sum. Which
+// error wins is run's business.
+func (w *Worker) lookUp(ctx context.Context, j *store.Job) *lookup {
+	lk := &lookup{}
+	var wg sync.WaitGroup
+	wg.Go(func() { lk.history, lk.historyErr = w.store.JobEvents(ctx, j.ID) })
+	wg.Go(func() { lk.newer, lk.newerErr = w.newerJob(ctx, j) })
+	wg.Go(func() {
+		repo, err := w.store.Repository(ctx, j.Owner, j.Name)
+		if err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				err = fmt.Errorf("read repository of job %s: %w", j.ID, err)
+			}
+			lk.repoErr = err
+			return
+		}
+		lk.repo = repo
+		if t, err := w.store.RepositoryToken(ctx, repo); err == nil {
+			lk.token = t.AccessToken
+		} else if !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrInvalid) {
+			lk.repoErr = fmt.Errorf("read token of %s: %w", repo.TrackedBy, err)
+			return
+		}
+		lk.stale, lk.repoErr = w.stale(ctx, j, lk.token)
+	})
+	wg.Wait()
+	return lk
 }
 
 // newerJob returns the id of a newer push for the same ref that is queued,
