@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -30,6 +31,7 @@ type WriteCounter struct {
 	writes atomic.Int64
 	mu     sync.Mutex
 	rpcs   map[string]int64
+	byColl map[string]int64 // writes by collection path
 }
 
 // NewWriteCounter starts a proxy to the emulator at target (host:port) on
@@ -41,7 +43,7 @@ func NewWriteCounter(target string) (*WriteCounter, error) {
 	}
 	var h2c http.Protocols
 	h2c.SetUnencryptedHTTP2(true)
-	c := &WriteCounter{Addr: l.Addr().String(), rpcs: map[string]int64{}}
+	c := &WriteCounter{Addr: l.Addr().String(), rpcs: map[string]int64{}, byColl: map[string]int64{}}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.SetURL(&url.URL{Scheme: "http", Host: target})
@@ -56,7 +58,14 @@ func NewWriteCounter(target string) (*WriteCounter, error) {
 		c.rpcs[method]++
 		c.mu.Unlock()
 		if method == "Commit" || method == "BatchWrite" {
-			r.Body = &frameCounter{r: r.Body, method: method, add: func(n int) { c.writes.Add(int64(n)) }}
+			r.Body = &frameCounter{r: r.Body, method: method, add: func(colls []string) {
+				c.writes.Add(int64(len(colls)))
+				c.mu.Lock()
+				for _, k := range colls {
+					c.byColl[k]++
+				}
+				c.mu.Unlock()
+			}}
 		}
 		proxy.ServeHTTP(w, r)
 	})}
@@ -79,6 +88,14 @@ func (c *WriteCounter) RPCs() map[string]int64 {
 	return out
 }
 
+// WritesByCollection returns the writes counted so far by collection path
+// ("jobs", "jobs/events": document ids left out).
+func (c *WriteCounter) WritesByCollection() map[string]int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.byColl)
+}
+
 // Close stops the proxy.
 func (c *WriteCounter) Close() error { return c.srv.Close() }
 
@@ -87,7 +104,7 @@ func (c *WriteCounter) Close() error { return c.srv.Close() }
 type frameCounter struct {
 	r      io.ReadCloser
 	method string
-	add    func(int)
+	add    func(collections []string) // one per write
 	buf    []byte
 }
 
@@ -113,18 +130,47 @@ func (f *frameCounter) Read(p []byte) (int, error) {
 
 func (f *frameCounter) Close() error { return f.r.Close() }
 
-func countWrites(method string, msg []byte) int {
+// countWrites returns the collection path of each write of a request.
+func countWrites(method string, msg []byte) []string {
+	var writes []*firestorepb.Write
 	switch method {
 	case "Commit":
 		var m firestorepb.CommitRequest
 		if proto.Unmarshal(msg, &m) == nil {
-			return len(m.GetWrites())
+			writes = m.GetWrites()
 		}
 	case "BatchWrite":
 		var m firestorepb.BatchWriteRequest
 		if proto.Unmarshal(msg, &m) == nil {
-			return len(m.GetWrites())
+			writes = m.GetWrites()
 		}
 	}
-	return 0
+	out := make([]string, 0, len(writes))
+	for _, w := range writes {
+		name := w.GetUpdate().GetName()
+		if name == "" {
+			name = w.GetDelete()
+		}
+		if name == "" {
+			name = w.GetTransform().GetDocument()
+		}
+		out = append(out, collectionPath(name))
+	}
+	return out
+}
+
+// collectionPath turns a document name
+// (projects/p/databases/d/documents/jobs/j1/events/e1) into its
+// collection path (jobs/events).
+func collectionPath(doc string) string {
+	_, rel, ok := strings.Cut(doc, "/documents/")
+	if !ok {
+		return "?"
+	}
+	parts := strings.Split(rel, "/")
+	var colls []string
+	for i := 0; i < len(parts); i += 2 {
+		colls = append(colls, parts[i])
+	}
+	return strings.Join(colls, "/")
 }

@@ -47,10 +47,10 @@ func ReadSeries(path string) ([]Series, error) {
 // figures are the sections of RESULTS.md: the issue's definitions.
 var figures = []struct{ id, title, what string }{
 	{"1", "Push → DevLoop Succeeded (local stack, demo app)",
-		"A commit changing the demo app's `message.txt` pushed to the GitHub stand-in, which delivers the signed webhook; " +
+		"A commit changing the demo app's `message.txt` (the push sends the changed file only) pushed to the GitHub stand-in, which delivers the signed webhook; " +
 			"the time until the iteration's final DevLoopEvent arrives on the API's `/v1/events` (a stream opened before the pushes). " +
 			"The phases partition the total, each from the end of the previous one, taken from the events' own timestamps " +
-			"(and the job document's `started_at`, the claim)."},
+			"(and the job document's `started_at`, the claim, and the stand-in's delivery record). The machine's CPU use is sampled over each push."},
 	{"2", "The same job done directly (runner overhead)",
 		"The demo app's job through `Pipeline.Run` and the same work done directly with the same libraries " +
 			"(go-git checkout of a new commit, `repoconfig` render, build + push, Helm upgrade, rollout wait), alternating. " +
@@ -72,7 +72,7 @@ var figures = []struct{ id, title, what string }{
 		"Exec of the binary (built once) until its health endpoint first answers 200, polled every 2 ms; PublicAPI and PrivateAPI are the functions binary."},
 	{"8", "Builds: BuildKit and the legacy builder",
 		"A cached build of a demo-like image (its binary's layer cached, `message.txt` changed each sample) through the Docker Engine API, " +
-			"build only, with each of the engine's builders (`KGD_BUILDER`)."},
+			"build only with each of the engine's builders (`KGD_BUILDER`), and with BuildKit also build and push to a loopback registry, with and without the previous image as a cache source."},
 }
 
 // Markdown renders RESULTS.md.
@@ -167,76 +167,4 @@ func find(series []Series, figure, name, casePrefix string) *Series {
 		}
 	}
 	return nil
-}
-
-// derived computes the figures made of several series: ratios,
-// efficiencies, shares.
-func derived(figure string, series []Series) []string {
-	med := func(s *Series) float64 { return Summarize(s.Samples).Median }
-	var out []string
-	switch figure {
-	case "1":
-		total := find(series, "1", "push → DevLoop Succeeded", "total")
-		if total == nil {
-			return nil
-		}
-		type share struct {
-			name string
-			ms   float64
-		}
-		var shares []share
-		for _, s := range series {
-			if s.Figure == "1" && strings.HasPrefix(s.Case, "phase: ") {
-				shares = append(shares, share{strings.TrimPrefix(s.Case, "phase: "), med(&s)})
-			}
-		}
-		slices.SortFunc(shares, func(a, b share) int {
-			switch {
-			case a.ms > b.ms:
-				return -1
-			case a.ms < b.ms:
-				return 1
-			}
-			return 0
-		})
-		var parts []string
-		for _, s := range shares[:min(3, len(shares))] {
-			parts = append(parts, fmt.Sprintf("%s %s ms (%.0f%%)", s.name, trim(s.ms), 100*s.ms/med(total)))
-		}
-		if len(parts) > 0 {
-			out = append(out, "Largest phases by median: "+strings.Join(parts, "; ")+".")
-		}
-	case "2":
-		pipe := find(series, "2", "one job of the demo app", "pipeline")
-		direct := find(series, "2", "one job of the demo app", "direct")
-		if pipe != nil && direct != nil {
-			r := med(pipe) / med(direct)
-			out = append(out, fmt.Sprintf("Pipeline ÷ direct (medians): **%.2f×** (target ≤ 1.10×: %s).", r, yesNo(r <= 1.10)))
-			if total := find(series, "1", "push → DevLoop Succeeded", "total"); total != nil {
-				r := med(total) / med(direct)
-				out = append(out, fmt.Sprintf("Push → DevLoop Succeeded (figure 1) ÷ direct (medians): **%.2f×** (target ≤ 1.10×: %s).", r, yesNo(r <= 1.10)))
-			}
-		}
-	case "3":
-		for _, c := range []string{"1", "8", "32"} {
-			raw := find(series, "3", "emulator alone: Firestore create + Pub/Sub publish", "concurrency "+c)
-			one := find(series, "3", "webhook → 2xx", "concurrency "+c+", one repository")
-			if raw != nil && one != nil {
-				out = append(out, fmt.Sprintf("Concurrency %s: the emulator alone takes %s ms median, %s ms p99; the webhook (one repository) %s ms median, %s ms p99.",
-					c, trim(med(raw)), trim(Summarize(raw.Samples).P99), trim(med(one)), trim(Summarize(one.Samples).P99)))
-			}
-		}
-	case "5":
-		one := find(series, "5", "jobs per minute", "1 ")
-		if one == nil {
-			return nil
-		}
-		for _, n := range []int{2, 4} {
-			if s := find(series, "5", "jobs per minute", fmt.Sprintf("%d ", n)); s != nil {
-				e := med(s) / (float64(n) * med(one))
-				out = append(out, fmt.Sprintf("Efficiency with %d runners: **%.2f** (target ≥ 0.90: %s).", n, e, yesNo(e >= 0.90)))
-			}
-		}
-	}
-	return out
 }

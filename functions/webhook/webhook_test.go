@@ -546,13 +546,18 @@ func BenchmarkWebhook(b *testing.B) {
 		}
 		var rate, rawRate []float64
 		var failed int
+		var cpu, rawCPU bench.CPUMeter
 		load(warmup, 32, webhookOp(true))
 		for range windows {
+			cpu.Start()
 			_, f, el := load(perWindow, 32, webhookOp(true))
+			cpu.Stop()
 			rate, failed = append(rate, float64(perWindow)/el.Seconds()), failed+f
 		}
 		for range windows {
+			rawCPU.Start()
 			_, _, el := load(perWindow, 32, rawOp)
+			rawCPU.Stop()
 			rawRate = append(rawRate, float64(perWindow)/el.Seconds())
 		}
 		record(bench.Series{Figure: "3", Name: "sustained deliveries/s", Case: fmt.Sprintf("PublicAPI handler, concurrency 32, spread over %d repositories; %d of %d not 2xx", repos, failed, windows*perWindow),
@@ -560,6 +565,8 @@ func BenchmarkWebhook(b *testing.B) {
 			Note: fmt.Sprintf("one sample is a window of %d deliveries", perWindow)})
 		record(bench.Series{Figure: "3", Name: "sustained deliveries/s", Case: "emulator alone (Firestore create + Pub/Sub publish), concurrency 32",
 			Unit: "ops/s", Samples: rawRate, Note: fmt.Sprintf("one sample is a window of %d create+publish pairs", perWindow)})
+		record(cpu.Series("3", "machine CPU busy", "sustained deliveries/s: PublicAPI handler"))
+		record(rawCPU.Series("3", "machine CPU busy", "sustained deliveries/s: emulator alone"))
 
 		// Where a delivery's time goes: its Firestore calls, counted by a
 		// proxy in front of the emulator (a second handler, so the proxy

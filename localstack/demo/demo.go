@@ -191,6 +191,8 @@ type Delivery struct {
 	StatusCode int    `json:"status_code"`
 	Response   string `json:"response"`
 	Error      string `json:"error"`
+	// At is when the stand-in began the delivery (after its commit).
+	At time.Time `json:"delivered_at"`
 }
 
 // Pushed is the outcome of Push.

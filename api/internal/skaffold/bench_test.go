@@ -42,7 +42,7 @@ func BenchmarkEventLatency(b *testing.B) {
 	// run opens n streams, waits until each has seen the case's first
 	// event, then writes warmup+samples events one at a time, each once
 	// every stream has received the previous one.
-	run := func(name string, n, warmup, samples int) []time.Duration {
+	run := func(name string, n, warmup, samples int, cpu *bench.CPUMeter) []time.Duration {
 		ctx, cancel := context.WithCancel(be.ctx)
 		defer cancel()
 		got := make(chan arrival, 4*n)
@@ -97,6 +97,9 @@ func BenchmarkEventLatency(b *testing.B) {
 		waitGroup(b, &ready, time.Minute)
 		var lat []time.Duration
 		for seq := 1; seq <= warmup+samples; seq++ {
+			if seq > warmup && cpu != nil {
+				cpu.Start()
+			}
 			write(seq)
 			for range n {
 				select {
@@ -108,13 +111,17 @@ func BenchmarkEventLatency(b *testing.B) {
 					b.Fatalf("%s: event %d did not arrive on every stream within 30s", name, seq)
 				}
 			}
+			if seq > warmup && cpu != nil {
+				cpu.Stop()
+			}
 		}
 		return lat
 	}
 	for b.Loop() {
-		run("warmup", 10, 20, 20) // the JVM, the listener, the gateway
+		run("warmup", 10, 20, 20, nil) // the JVM, the listener, the gateway
 		for _, n := range []int{1, 10, 100, 1000} {
-			lat := run("streams"+strconv.Itoa(n), n, warmup, samples)
+			var cpu bench.CPUMeter
+			lat := run("streams"+strconv.Itoa(n), n, warmup, samples, &cpu)
 			s := bench.Series{Figure: "4", Name: "event written → received on /v1/events", Case: fmt.Sprintf("%d stream(s)", n), Unit: "ms",
 				Warmup: warmup, Samples: bench.Millis(lat),
 				Note: fmt.Sprintf("%d events one at a time, each received by every stream: one sample per (event, stream); in-process API on the emulators, after a warm-up case", samples)}
@@ -123,6 +130,13 @@ func BenchmarkEventLatency(b *testing.B) {
 			}
 			if err := bench.Record(s); err != nil {
 				b.Fatal(err)
+			}
+			if n >= 100 {
+				// The readers are in this process too: its share is the API's
+				// and theirs.
+				if err := bench.Record(cpu.Series("4", "machine CPU busy", fmt.Sprintf("%d streams, from the write until every stream received the event", n))); err != nil {
+					b.Fatal(err)
+				}
 			}
 			st := bench.Summarize(s.Samples)
 			b.ReportMetric(st.Median, fmt.Sprintf("p50-ms-%d", n))

@@ -402,39 +402,65 @@ const (
 
 // BenchmarkBuild times a cached build of a demo-like image (a binary, a
 // message.txt changed for every build, as a push of the demo app does)
-// with each backend, on the machine's engine. One op is the whole series
-// of benchWarmup + benchSamples builds, so the sample count does not
-// depend on -benchtime; run it with -benchtime=1x. It reports the
-// median, p95 and max, and records the series for bench/RESULTS.md.
+// with each backend, on the machine's engine, and with BuildKit also what
+// a job does: build and push to a loopback registry, with and without the
+// previous image as a cache source (CacheFrom, the runner's default). One
+// op is the whole series of benchWarmup + benchSamples builds per case,
+// so the sample count does not depend on -benchtime; run it with
+// -benchtime=1x. It reports the median, p95 and max, and records the
+// series for bench/RESULTS.md.
 func BenchmarkBuild(b *testing.B) {
 	docker := mustDocker(b)
-	for _, backend := range []Backend{BackendBuildKit, BackendLegacy} {
-		b.Run(string(backend), func(b *testing.B) {
+	host := mustRegistry(b, registry.New(registry.Logger(discardLogger())))
+	for _, tc := range []struct {
+		name      string
+		backend   Backend
+		push      bool
+		cacheFrom bool
+	}{
+		{"BuildKit", BackendBuildKit, false, false},
+		{"legacy builder", BackendLegacy, false, false},
+		{"BuildKit, pushed", BackendBuildKit, true, false},
+		{"BuildKit, pushed, cache from the previous image (the runner's way)", BackendBuildKit, true, true},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
 			df := "FROM scratch\nCOPY prog /hello\nCOPY message.txt /message.txt\nEXPOSE 8080\nUSER 65534:65534\nENTRYPOINT [\"/hello\"]\n"
 			dir := mustProgDockerfile(b, df, map[string]string{"message.txt": "hello\n"})
-			builder := New(docker, WithBackend(backend))
+			builder := New(docker, WithBackend(tc.backend))
 			root := mustRoot(b, dir)
+			registryHost := "127.0.0.1:1" // never contacted: nothing is pushed
+			if tc.push {
+				registryHost = host
+			}
 			for b.Loop() {
 				var samples []time.Duration
+				previous := ""
 				for i := range benchWarmup + benchSamples {
 					if err := os.WriteFile(filepath.Join(dir, "message.txt"), []byte(fmt.Sprintf("hello %d %s\n", i, nonce())), 0o644); err != nil {
 						b.Fatal(err)
 					}
+					req := Request{Context: root, Tag: newTag(b, docker, registryHost), Push: tc.push}
+					if tc.cacheFrom && previous != "" {
+						req.CacheFrom = []string{previous}
+					}
 					ctx, cancel := context.WithTimeout(b.Context(), testTimeout)
 					start := time.Now()
-					_, err := builder.Build(ctx, Request{Context: root, Tag: newTag(b, docker, "127.0.0.1:1")}, nil)
+					_, err := builder.Build(ctx, req, nil)
 					d := time.Since(start)
 					cancel()
 					if err != nil {
 						b.Fatal(err)
 					}
+					previous = req.Tag
 					if i >= benchWarmup {
 						samples = append(samples, d)
 					}
 				}
-				name := map[Backend]string{BackendBuildKit: "BuildKit", BackendLegacy: "legacy builder"}[backend]
-				s := bench.Series{Figure: "8", Name: "cached build of a demo-like image", Case: name, Unit: "ms", Warmup: benchWarmup, Samples: bench.Millis(samples),
-					Note: "build only (no push) through the Engine API; the binary's layer cached, message.txt changed each sample"}
+				note := "build only (no push) through the Engine API; the binary's layer cached, message.txt changed each sample"
+				if tc.push {
+					note = "build and push to a loopback registry through the Engine API; the binary's layer cached, message.txt changed each sample"
+				}
+				s := bench.Series{Figure: "8", Name: "cached build of a demo-like image", Case: tc.name, Unit: "ms", Warmup: benchWarmup, Samples: bench.Millis(samples), Note: note}
 				if err := bench.Record(s); err != nil {
 					b.Fatal(err)
 				}
