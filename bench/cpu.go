@@ -107,15 +107,24 @@ func (s CPUSnapshot) Use(later CPUSnapshot) CPUUse {
 	// Per-process ticks and /proc/stat's jiffies count in the same unit
 	// (USER_HZ); /proc/stat's are summed over every CPU.
 	for pid, p := range later.procs {
-		before := s.procs[pid]
-		if before.comm != p.comm {
+		before, ok := s.procs[pid]
+		if !ok || p.ticks < before.ticks {
 			before = procTicks{} // a new process (or a reused pid)
 		}
-		if d := p.ticks - before.ticks; p.ticks > before.ticks && d > 0 {
-			u.ByProgram[p.comm] += float64(d) / total
+		if d := p.ticks - before.ticks; d > 0 {
+			u.ByProgram[program(p.comm)] += float64(d) / total
 		}
 	}
 	return u
+}
+
+// program names a process for the by-program shares: kernel workers,
+// whose names change with the work queue they serve, count as one.
+func program(comm string) string {
+	if strings.HasPrefix(comm, "kworker/") {
+		return "kworker (kernel)"
+	}
+	return comm
 }
 
 // Add sums two uses of intervals of equal length.

@@ -314,6 +314,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	defer pl.Wait() // before the Docker client closes
 	pub := queue.NewPublisher(ps, cfg.topic)
 	defer pub.Stop()
 	hl := &health{docker: func(ctx context.Context) error { return build.Ping(ctx, docker) }}

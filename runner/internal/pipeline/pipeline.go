@@ -80,7 +80,9 @@ type Pipeline struct {
 	cfg Config
 	// engine is held shared by builds and alone by Prune: removing images
 	// while the legacy builder looks up its cache fails that build.
-	engine   sync.RWMutex
+	engine sync.RWMutex
+	// pruning counts the prunes running after their job (Wait).
+	pruning  sync.WaitGroup
 	src      Source
 	builder  Builder
 	deployer Deployer
@@ -192,7 +194,7 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 	out := Outcome{Artifacts: map[string]string{}, Images: map[string]string{}}
 	images := map[string]build.Result{}
 	if j.Images == nil {
-		defer p.prune(ctx, images)
+		defer p.pruneLater(images)
 	}
 	deployOnly := j.Images != nil
 	var noBuild *event.ErrorInfo
@@ -384,20 +386,35 @@ func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, tree *wor
 	return nil
 }
 
-// prune removes old local images of the repositories a job built, unless
-// another build runs now (the next job prunes then). Failures are only
+// pruneLater removes old local images of the repositories a job built,
+// after the job: Run returns at once, so the runner takes its next job
+// while the engine deletes (removing layers took a few hundred ms of
+// every job, between its last event and the next job's claim). It prunes
+// unless a build or another prune holds the engine (the next job prunes
+// then); a build that starts meanwhile waits for it. Failures are only
 // logged by Prune's implementation: they never change a job's outcome.
-func (p *Pipeline) prune(ctx context.Context, built map[string]build.Result) {
+// Wait waits for the prunes still running.
+func (p *Pipeline) pruneLater(built map[string]build.Result) {
 	if p.cfg.Prune == nil || len(built) == 0 || !p.engine.TryLock() {
 		return
 	}
-	defer p.engine.Unlock()
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-	defer cancel()
+	refs := make([]string, 0, len(built))
 	for _, res := range built {
-		_ = p.cfg.Prune(ctx, imageName(res.Tag))
+		refs = append(refs, imageName(res.Tag))
 	}
+	p.pruning.Go(func() {
+		defer p.engine.Unlock()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for _, ref := range refs {
+			_ = p.cfg.Prune(ctx, ref)
+		}
+	})
 }
+
+// Wait waits until the image prunes started after jobs (Config.Prune)
+// have ended; the runner calls it before it closes its Docker client.
+func (p *Pipeline) Wait() { p.pruning.Wait() }
 
 // maxValuesFile bounds one Helm values file of a repository.
 const maxValuesFile = 4 << 20

@@ -503,6 +503,44 @@ func TestPipeline(t *testing.T) {
 		}
 	})
 
+	t.Run("prune-after-the-job", func(t *testing.T) {
+		// Run returns while the image prune still runs; Wait waits for it,
+		// and a prune never runs while another holds the engine.
+		j := e.push(t, "pruned", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"pruned\"\n"))
+		started, release := make(chan string, 1), make(chan struct{})
+		p, err := New(Config{WorkDir: t.TempDir(), StatusCheckDeadline: 20 * time.Second, Prune: func(_ context.Context, repository string) error {
+			started <- repository
+			<-release
+			return nil
+		}}, e.p.src, e.p.builder, e.p.deployer, e.p.checker, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rec recorder
+		out, err := p.Run(ctx, j, &rec)
+		if err != nil || out.Err != nil {
+			t.Fatalf("Run = %+v, %v", out.Err, err)
+		}
+		select {
+		case repo := <-started:
+			if want := e.registry + "/octo/web"; repo != want {
+				t.Errorf("pruned %s, want %s", repo, want)
+			}
+		case <-ctx.Done():
+			t.Fatal("no prune started after the job")
+		}
+		// Run returned with the prune blocked: it no longer waits for it.
+		waited := make(chan struct{})
+		go func() { p.Wait(); close(waited) }()
+		select {
+		case <-waited:
+			t.Fatal("Wait returned while the prune runs")
+		default:
+		}
+		close(release)
+		<-waited
+	})
+
 	t.Run("never-ready", func(t *testing.T) {
 		j := e.push(t, "stuck", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"stuck\"\nset = { \"nodeSelector.pool\" = \"none\" }\n"))
 		short, err := New(Config{WorkDir: t.TempDir(), StatusCheckDeadline: 3 * time.Second}, e.p.src, e.p.builder, e.p.deployer, e.p.checker, nil)
