@@ -267,7 +267,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		_, err := fs.Collection(store.RepositoriesCollection).Limit(1).Documents(ctx).GetAll()
 		return err
 	}
-	hopts := skaffold.HTTPOptions{Ready: ready, StreamWriteTimeout: cfg.writeTimeout}
+	hopts := skaffold.HTTPOptions{Ready: ready, StreamWriteTimeout: cfg.writeTimeout, Export: svc.ExportHandler()}
 	if cfg.auth == caller.ModeLocal {
 		hopts.Guard = &loopback.Guard{Hosts: cfg.allowedHosts}
 	}

@@ -283,6 +283,47 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("v2 state = %s", s2)
 		}
 	})
+	t.Run("export", func(t *testing.T) {
+		// The first push's events in seed 002's envelope, as a user
+		// exports them: its build with what it pushed, its deploy with the
+		// resources it checked.
+		if first == nil {
+			t.Fatal("the first push failed")
+		}
+		code, out, h := api(t, http.MethodGet, "kgd/v1/export?repository="+full+"&job="+first.JobID, "")
+		if code != http.StatusOK || h.Get("Content-Type") != "application/x-ndjson" {
+			t.Fatalf("export: %d %s: %s", code, h.Get("Content-Type"), out)
+		}
+		var built, deployed bool
+		tag, digest, _ := strings.Cut(lastRef, "@")
+		for _, line := range strings.Split(out, "\n") {
+			var e struct {
+				EventID string `json:"event_id"`
+				Event   struct {
+					BuildEvent *struct {
+						Status   string `json:"status"`
+						Artifact *struct{ Tag, Digest string }
+					} `json:"buildEvent"`
+					DeployEvent *struct {
+						Status    string   `json:"status"`
+						Manifests []string `json:"manifests"`
+					} `json:"deployEvent"`
+				} `json:"event"`
+			}
+			if err := json.Unmarshal([]byte(line), &e); err != nil || e.EventID != first.JobID {
+				t.Fatalf("export line %q: %v", line, err)
+			}
+			if b := e.Event.BuildEvent; b != nil && b.Status == "SUCCEEDED" {
+				built = b.Artifact != nil && b.Artifact.Tag == tag && b.Artifact.Digest == digest
+			}
+			if d := e.Event.DeployEvent; d != nil && d.Status == "SUCCEEDED" {
+				deployed = slices.Contains(d.Manifests, "deployment/hello")
+			}
+		}
+		if !built || !deployed {
+			t.Errorf("export of the first push (built %s: %v, deployed: %v):\n%s", lastRef, built, deployed, out)
+		}
+	})
 	t.Run("next-push", func(t *testing.T) {
 		if first == nil {
 			t.Fatal("the first push failed")

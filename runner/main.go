@@ -38,6 +38,7 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/rollout"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/source"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/worker"
+	"github.com/kube-git-deploy/kube-git-deploy/shared/eventlog"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/secret"
@@ -76,6 +77,9 @@ type config struct {
 	// builder is the engine's builder (KGD_BUILDER): auto, buildkit or
 	// legacy.
 	builder build.Backend
+	// eventLog logs every stored event's seed-002 envelope
+	// (KGD_EVENT_LOG: on, the default, or off).
+	eventLog bool
 	// gitCache is where repositories' git objects are kept between
 	// checkouts (KGD_GIT_CACHE; "" when off).
 	gitCache string
@@ -153,6 +157,12 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	if c.builder, err = build.ParseBackend(env("KGD_BUILDER", string(build.BackendAuto))); err != nil {
 		bad("KGD_BUILDER", err)
+	}
+	switch v := env("KGD_EVENT_LOG", "on"); v {
+	case "on", "off":
+		c.eventLog = v == "on"
+	default:
+		bad("KGD_EVENT_LOG", fmt.Errorf("%q is neither on nor off", v))
 	}
 	switch c.gitCache = env("KGD_GIT_CACHE", filepath.Join(cmp.Or(c.workDir, os.TempDir()), "kgd-git-cache")); {
 	case c.gitCache == "off":
@@ -318,8 +328,12 @@ func run(ctx context.Context, getenv func(string) string) error {
 	pub := queue.NewPublisher(ps, cfg.topic)
 	defer pub.Stop()
 	hl := &health{docker: func(ctx context.Context) error { return build.Ping(ctx, docker) }}
-	w, err := worker.New(worker.Config{Owner: owner, Refs: src, Lease: cfg.lease, UnclaimedAfter: cfg.unclaimedAfter,
-		Receiving: hl.receiving.Store}, st, pl, pub, log, nil)
+	wcfg := worker.Config{Owner: owner, Refs: src, Lease: cfg.lease, UnclaimedAfter: cfg.unclaimedAfter,
+		Receiving: hl.receiving.Store}
+	if cfg.eventLog {
+		wcfg.Writer.Written = eventlog.LogTo(log)
+	}
+	w, err := worker.New(wcfg, st, pl, pub, log, nil)
 	if err != nil {
 		return err
 	}

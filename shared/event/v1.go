@@ -2,6 +2,7 @@ package event
 
 import (
 	"fmt"
+	"strings"
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
@@ -90,6 +91,30 @@ func (f *Factory) V1Build(artifact, status string, info *ErrorInfo) *v1pb.LogEnt
 		e.Err, e.ErrCode, e.ActionableErr = info.Message, info.Code, v1Err(info)
 	}
 	return f.v1(entry, &v1pb.Event{EventType: &v1pb.Event_BuildEvent{BuildEvent: e}})
+}
+
+// V1Built reports the build of artifact Complete, pushed as ref
+// ("tag@digest", or the tag of an image that is not pushed): the entry
+// names the reference, which BuiltRef reads back.
+func (f *Factory) V1Built(artifact, ref string) *v1pb.LogEntry {
+	e := f.V1Build(artifact, Complete, nil)
+	e.Entry += " (" + ref + ")"
+	return e
+}
+
+// BuiltRef returns the reference a V1Built entry names, or "" for any
+// other entry.
+func BuiltRef(e *v1pb.LogEntry) string {
+	b := e.GetEvent().GetBuildEvent()
+	if b == nil || b.GetStatus() != Complete {
+		return ""
+	}
+	prefix := "Build completed for artifact " + b.GetArtifact() + " ("
+	entry := e.GetEntry()
+	if !strings.HasPrefix(entry, prefix) || !strings.HasSuffix(entry, ")") {
+		return ""
+	}
+	return entry[len(prefix) : len(entry)-1]
 }
 
 // V1Deploy reports the deploy phase: InProgress, Complete or Failed.

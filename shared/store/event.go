@@ -164,11 +164,11 @@ func (s *Store) AppendEvents(ctx context.Context, b EventBatch) error {
 	for _, b := range v2 {
 		raw = append(raw, rawEvent{v2: b})
 	}
-	err := s.appendRaw(ctx, b.Job, b.Chunk, raw)
+	_, err := s.appendRaw(ctx, b.Job, b.Chunk, raw)
 	if errors.Is(err, ErrAlreadyExists) {
 		// A Create the client retried after a lost answer finds its own
 		// document; only a different one belongs to another writer.
-		if same, cerr := s.sameChunk(ctx, b.Job, b.Chunk, v1, v2); cerr == nil && same {
+		if same, _, cerr := s.sameChunk(ctx, b.Job, b.Chunk, v1, v2); cerr == nil && same {
 			return nil
 		}
 	}
@@ -179,8 +179,8 @@ func (s *Store) AppendEvents(ctx context.Context, b EventBatch) error {
 // order emitted, with the next numbers of the repository's sequence: one
 // transaction reads and advances the repository's counter and creates
 // the chunk, so numbers are unique, gapless per repository and increase
-// in the order chunks are committed.
-func (s *Store) appendRaw(ctx context.Context, ref JobRef, chunk int, events []rawEvent) error {
+// in the order chunks are committed. It returns the chunk's first number.
+func (s *Store) appendRaw(ctx context.Context, ref JobRef, chunk int, events []rawEvent) (int64, error) {
 	id := eventDocID(ref.ID, chunk)
 	var v1, v2 [][]byte
 	for _, e := range events {
@@ -192,7 +192,7 @@ func (s *Store) appendRaw(ctx context.Context, ref JobRef, chunk int, events []r
 		}
 	}
 	if size := eventDocSize(ref, id, v1, v2); size > MaxEventBatchBytes {
-		return fmt.Errorf("append events of job %s chunk %d: %d bytes: %w", ref.ID, chunk, size, ErrTooLarge)
+		return 0, fmt.Errorf("append events of job %s chunk %d: %d bytes: %w", ref.ID, chunk, size, ErrTooLarge)
 	}
 	doc := eventDoc{
 		Repo: ref.RepoKey(), JobID: ref.ID, Iteration: int64(ref.Iteration), Chunk: int64(chunk),
@@ -203,6 +203,7 @@ func (s *Store) appendRaw(ctx context.Context, ref JobRef, chunk int, events []r
 	}
 	chunkRef := s.client.Collection(EventsCollection).Doc(id)
 	counterRef := s.client.Collection(SequencesCollection).Doc(ref.RepoKey())
+	var first int64
 	err := s.client.RunTransaction(ctx, func(ctx context.Context, tx *firestore.Transaction) error {
 		if _, err := tx.Get(chunkRef); err == nil {
 			return ErrAlreadyExists
@@ -233,15 +234,16 @@ func (s *Store) appendRaw(ctx context.Context, ref JobRef, chunk int, events []r
 			}
 		}
 		d.SeqLast = next - 1
+		first = d.SeqFirst
 		if err := tx.Create(chunkRef, d); err != nil {
 			return err
 		}
 		return tx.Set(counterRef, map[string]any{"next": next})
 	}, firestore.MaxAttempts(appendAttempts))
 	if err != nil {
-		return fmt.Errorf("append events of job %s chunk %d: %w", ref.ID, chunk, translate(err))
+		return 0, fmt.Errorf("append events of job %s chunk %d: %w", ref.ID, chunk, translate(err))
 	}
-	return nil
+	return first, nil
 }
 
 // appendAttempts is how often an append transaction is tried: jobs of one
@@ -257,23 +259,40 @@ func nonNil(b [][]byte) [][]byte {
 
 // sameChunk reports whether the stored chunk holds exactly v1 and v2: a
 // Create retried by the client after a lost answer finds its own document.
-func (s *Store) sameChunk(ctx context.Context, ref JobRef, chunk int, v1, v2 [][]byte) (bool, error) {
+// It also returns the stored chunk's first sequence number.
+func (s *Store) sameChunk(ctx context.Context, ref JobRef, chunk int, v1, v2 [][]byte) (bool, int64, error) {
 	snap, err := s.eventRef(ref.ID, chunk).Get(ctx)
 	if err != nil {
-		return false, translate(err)
+		return false, 0, translate(err)
 	}
 	var d eventDoc
 	if err := snap.DataTo(&d); err != nil {
-		return false, err
+		return false, 0, err
 	}
 	eq := func(a, b [][]byte) bool { return slices.EqualFunc(a, b, bytes.Equal) }
-	return d.JobID == ref.ID && eq(d.V1, nonNil(v1)) && eq(d.V2, nonNil(v2)), nil
+	return d.JobID == ref.ID && eq(d.V1, nonNil(v1)) && eq(d.V2, nonNil(v2)), d.SeqFirst, nil
 }
 
 // JobEvents returns every event of the job in order, and the chunk number
 // to continue at. A job without events (or an unknown job) has an empty
 // history.
 func (s *Store) JobEvents(ctx context.Context, jobID string) (*JobHistory, error) {
+	batches, err := s.JobBatches(ctx, jobID)
+	if err != nil {
+		return nil, err
+	}
+	h := &JobHistory{}
+	for _, b := range batches {
+		h.V1 = append(h.V1, b.V1...)
+		h.V2 = append(h.V2, b.V2...)
+		h.NextChunk = b.Chunk + 1
+	}
+	return h, nil
+}
+
+// JobBatches returns the job's stored batches in chunk order, with their
+// sequence numbers (an export of one job). An unknown job has none.
+func (s *Store) JobBatches(ctx context.Context, jobID string) ([]EventBatch, error) {
 	if err := checkID("job id", jobID); err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
@@ -283,30 +302,12 @@ func (s *Store) JobEvents(ctx context.Context, jobID string) (*JobHistory, error
 	if err != nil {
 		return nil, fmt.Errorf("read events of job %s: %w", jobID, translate(err))
 	}
-	docs := make([]eventDoc, len(snaps))
+	batches := make([]EventBatch, len(snaps))
 	for i, snap := range snaps {
-		if err := snap.DataTo(&docs[i]); err != nil {
-			return nil, fmt.Errorf("read events of job %s: decode %s: %w", jobID, snap.Ref.ID, err)
+		if batches[i], _, err = decodeBatch(snap); err != nil {
+			return nil, fmt.Errorf("read events of job %s: %w", jobID, err)
 		}
 	}
-	slices.SortFunc(docs, func(a, b eventDoc) int { return cmp.Compare(a.Chunk, b.Chunk) })
-	h := &JobHistory{}
-	for _, d := range docs {
-		for i, b := range d.V1 {
-			e := new(v1pb.LogEntry)
-			if err := proto.Unmarshal(b, e); err != nil {
-				return nil, fmt.Errorf("read events of job %s: chunk %d v1 event %d: %w", jobID, d.Chunk, i, err)
-			}
-			h.V1 = append(h.V1, e)
-		}
-		for i, b := range d.V2 {
-			e := new(v2pb.Event)
-			if err := proto.Unmarshal(b, e); err != nil {
-				return nil, fmt.Errorf("read events of job %s: chunk %d v2 event %d: %w", jobID, d.Chunk, i, err)
-			}
-			h.V2 = append(h.V2, e)
-		}
-		h.NextChunk = int(d.Chunk) + 1
-	}
-	return h, nil
+	slices.SortFunc(batches, func(a, b EventBatch) int { return cmp.Compare(a.Chunk, b.Chunk) })
+	return batches, nil
 }

@@ -145,7 +145,7 @@ func deliver(snap *firestore.DocumentSnapshot, from From, fn func(EventBatch, ti
 		return err
 	}
 	if from.AfterSeq > 0 {
-		b = b.after(from.AfterSeq)
+		b = b.After(from.AfterSeq)
 		if len(b.V1)+len(b.V2) == 0 {
 			return nil
 		}
@@ -153,8 +153,9 @@ func deliver(snap *firestore.DocumentSnapshot, from From, fn func(EventBatch, ti
 	return fn(b, created)
 }
 
-// after returns b without its events numbered at most seq.
-func (b EventBatch) after(seq int64) EventBatch {
+// After returns b without its events numbered at most seq (and without
+// events stored before sequence numbers existed).
+func (b EventBatch) After(seq int64) EventBatch {
 	out := EventBatch{Job: b.Job, Chunk: b.Chunk}
 	for i, e := range b.V1 {
 		if i < len(b.V1Seq) && b.V1Seq[i] > seq {

@@ -58,6 +58,11 @@ type WriterOptions struct {
 	// Logger receives debug records of the writes; nil discards them.
 	// Errors are returned, not logged.
 	Logger *slog.Logger
+	// Written, when set, is called with each chunk once it is stored, with
+	// its sequence numbers, in the order the chunks were stored (the
+	// runner logs each event). It runs on the writer's goroutine: it must
+	// not block.
+	Written func(EventBatch)
 }
 
 func (o WriterOptions) withDefaults() WriterOptions {
@@ -545,7 +550,11 @@ func (w *JobWriter) writeEventsLocked(ctx context.Context, which eventsWrite) er
 }
 
 func (w *JobWriter) writeChunk(ctx context.Context, raw []rawEvent) error {
-	err := w.s.appendRaw(ctx, w.job, w.next, raw)
+	first, err := w.s.appendRaw(ctx, w.job, w.next, raw)
+	if err == nil {
+		w.notifyWritten(raw, first)
+		return nil
+	}
 	if errors.Is(err, ErrAlreadyExists) {
 		// The Firestore client retries a commit whose answer was lost; the
 		// retry then finds the document it wrote itself.
@@ -558,12 +567,40 @@ func (w *JobWriter) writeChunk(ctx context.Context, raw []rawEvent) error {
 				v2 = append(v2, e.v2)
 			}
 		}
-		if same, cerr := w.s.sameChunk(ctx, w.job, w.next, v1, v2); cerr == nil && same {
+		if same, first, cerr := w.s.sameChunk(ctx, w.job, w.next, v1, v2); cerr == nil && same {
 			w.log.LogAttrs(ctx, slog.LevelDebug, "event chunk found already written", slog.Int("chunk", w.next))
+			w.notifyWritten(raw, first)
 			return nil
 		}
 	}
 	return err
+}
+
+// notifyWritten hands a stored chunk to WriterOptions.Written, numbered as
+// appendRaw numbered it (each event's v1, then its v2, from first).
+func (w *JobWriter) notifyWritten(raw []rawEvent, first int64) {
+	if w.opts.Written == nil {
+		return
+	}
+	b := EventBatch{Job: w.job, Chunk: w.next}
+	next := first
+	for _, e := range raw {
+		if e.v1 != nil {
+			m := new(v1pb.LogEntry)
+			if proto.Unmarshal(e.v1, m) == nil {
+				b.V1, b.V1Seq = append(b.V1, m), append(b.V1Seq, next)
+			}
+			next++
+		}
+		if e.v2 != nil {
+			m := new(v2pb.Event)
+			if proto.Unmarshal(e.v2, m) == nil {
+				b.V2, b.V2Seq = append(b.V2, m), append(b.V2Seq, next)
+			}
+			next++
+		}
+	}
+	w.opts.Written(b)
 }
 
 // writeStateLocked writes the pending state, if any; w.writeMu must be held.

@@ -186,7 +186,7 @@ func (b *backend) startAPI(opts apiOptions) *api {
 	if err != nil {
 		b.t.Fatal(err)
 	}
-	h, err := skaffold.NewHTTPHandler(context.Background(), conn, skaffold.HTTPOptions{StreamWriteTimeout: opts.writeTimeout})
+	h, err := skaffold.NewHTTPHandler(context.Background(), conn, skaffold.HTTPOptions{StreamWriteTimeout: opts.writeTimeout, Export: svc.ExportHandler()})
 	if err != nil {
 		b.t.Fatal(err)
 	}

@@ -28,6 +28,8 @@ type HTTPOptions struct {
 	// StreamWriteTimeout ends an HTTP event stream whose client does not
 	// take a message within it (a stalled reader); 0 means 30 seconds.
 	StreamWriteTimeout time.Duration
+	// Export, when set, serves ExportPath (Service.ExportHandler).
+	Export http.Handler
 	// Guard, when set, guards every route against web pages (local mode:
 	// the gateway listens on loopback); its refusals are written as
 	// google.rpc.Status JSON unless it has its own Reject.
@@ -103,6 +105,9 @@ func NewHTTPHandler(ctx context.Context, conn *grpc.ClientConn, opts HTTPOptions
 	streams := stallGuard(gw, opts.StreamWriteTimeout)
 	for _, p := range []string{"/v1/events", "/v1/event_log", "/v2/events", "/v2/applicationLogs"} {
 		mux.Handle(p, streams)
+	}
+	if opts.Export != nil {
+		mux.Handle("GET "+ExportPath, stallGuard(opts.Export, opts.StreamWriteTimeout))
 	}
 	mux.Handle("/", gw)
 	if opts.Guard != nil {

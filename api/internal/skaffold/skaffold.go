@@ -151,6 +151,10 @@ type Store interface {
 	MarkJobPublished(ctx context.Context, id, messageID string, at time.Time) error
 	AppendEvents(ctx context.Context, b store.EventBatch) error
 	UpdateState(ctx context.Context, owner, name string, fn func(*store.RepoState) error) error
+	// For exports.
+	Job(ctx context.Context, id string) (*store.Job, error)
+	JobBatches(ctx context.Context, jobID string) ([]store.EventBatch, error)
+	ReadEvents(ctx context.Context, scope string, from store.From, fn func(store.EventBatch) error) error
 }
 
 // Publisher publishes job messages for the runners.

@@ -376,9 +376,7 @@ func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, tree *wor
 		out.Images[u.Name] = ref
 		e.setArtifact(name, ref)
 		e.log(event.TaskBuild, name, "Built "+ref)
-		done := f.V1Build(name, event.Complete, nil)
-		done.Entry += " (" + ref + ")"
-		e.emit(done, f.V2Build(name, event.StepBuild, event.V2Succeeded, nil))
+		e.emit(f.V1Built(name, ref), f.V2Build(name, event.StepBuild, event.V2Succeeded, nil))
 	}
 	if len(f.Plan().Artifacts) > 0 {
 		e.emit(nil, f.V2Task(event.TaskBuild, event.V2Succeeded, nil))
