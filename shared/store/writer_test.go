@@ -427,6 +427,22 @@ func (h recordHandler) Handle(_ context.Context, r slog.Record) error {
 func (h recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h recordHandler) WithGroup(string) slog.Handler      { return h }
 
+// awaitRecord reads recordHandler's records until want (or, with prefix,
+// a record starting with want and a space), failing t at ctx's deadline.
+func awaitRecord(t *testing.T, ctx context.Context, msgs <-chan string, want string, prefix bool) {
+	t.Helper()
+	for {
+		select {
+		case m := <-msgs:
+			if m == want || (prefix && strings.HasPrefix(m, want+" ")) {
+				return
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %q record before the deadline", want)
+		}
+	}
+}
+
 // TestJobWriterBackground checks that the goroutine writes a partial chunk
 // and the state on its own, without Flush.
 func TestJobWriterBackground(t *testing.T) {
@@ -440,19 +456,7 @@ func TestJobWriterBackground(t *testing.T) {
 		StateInterval: 10 * time.Millisecond,
 		Logger:        slog.New(recordHandler{msgs}),
 	})
-	wait := func(want string) {
-		t.Helper()
-		for {
-			select {
-			case m := <-msgs:
-				if m == want || strings.HasPrefix(m, want+" ") {
-					return
-				}
-			case <-e.ctx.Done():
-				t.Fatalf("no %q record before the deadline", want)
-			}
-		}
-	}
+	wait := func(want string) { t.Helper(); awaitRecord(t, e.ctx, msgs, want, true) }
 
 	for i := range 3 {
 		if err := w.Emit(logLine(i)); err != nil {
@@ -504,16 +508,7 @@ func TestJobWriterFinalStateFirst(t *testing.T) {
 	devLoop := func(s string) *v1pb.LogEntry {
 		return &v1pb.LogEntry{Event: &v1pb.Event{EventType: &v1pb.Event_DevLoopEvent{DevLoopEvent: &v1pb.DevLoopEvent{Status: s}}}}
 	}
-	next := func(want string) {
-		t.Helper()
-		for m := ""; m != want; {
-			select {
-			case m = <-msgs:
-			case <-e.ctx.Done():
-				t.Fatalf("no %q record before the deadline", want)
-			}
-		}
-	}
+	next := func(want string) { t.Helper(); awaitRecord(t, e.ctx, msgs, want, false) }
 	if err := w.SetState(status("In Progress")); err != nil {
 		t.Fatal(err)
 	}
@@ -582,16 +577,7 @@ func TestJobWriterOutputInterval(t *testing.T) {
 		FlushInterval: time.Millisecond, OutputInterval: time.Hour, StateInterval: time.Hour,
 		Logger: slog.New(recordHandler{msgs}),
 	})
-	next := func(want string) {
-		t.Helper()
-		for m := ""; m != want; {
-			select {
-			case m = <-msgs:
-			case <-e.ctx.Done():
-				t.Fatalf("no %q record before the deadline", want)
-			}
-		}
-	}
+	next := func(want string) { t.Helper(); awaitRecord(t, e.ctx, msgs, want, false) }
 	if err := w.Emit(logLine(0)); err != nil {
 		t.Fatal(err)
 	}
