@@ -13,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -81,8 +82,11 @@ type Pipeline struct {
 	// engine is held shared by builds and alone by Prune: removing images
 	// while the legacy builder looks up its cache fails that build.
 	engine sync.RWMutex
-	// pruning counts the prunes running after their job (Wait).
+	// pruning counts the prunes running after their job (Wait); pruned
+	// holds when each image repository was last pruned (guarded by mu).
 	pruning  sync.WaitGroup
+	mu       sync.Mutex
+	pruned   map[string]time.Time
 	src      Source
 	builder  Builder
 	deployer Deployer
@@ -384,22 +388,44 @@ func (p *Pipeline) build(ctx context.Context, units []repoconfig.Unit, tree *wor
 	return nil
 }
 
+// pruneEvery is the shortest time between two prunes of one image
+// repository: a prune lists every image of the engine, which took up to a
+// second on an engine holding hundreds, and a push every few seconds only
+// adds an image each.
+const pruneEvery = time.Minute
+
 // pruneLater removes old local images of the repositories a job built,
 // after the job: Run returns at once, so the runner takes its next job
-// while the engine deletes (removing layers took a few hundred ms of
-// every job, between its last event and the next job's claim). It prunes
-// unless a build or another prune holds the engine (the next job prunes
-// then); a build that starts meanwhile waits for it. Failures are only
-// logged by Prune's implementation: they never change a job's outcome.
-// Wait waits for the prunes still running.
+// while the engine deletes. Each image repository is pruned at most once
+// per pruneEvery, and only when no build or other prune holds the engine
+// (a later job prunes then); a build that starts meanwhile waits for it.
+// Failures are only logged by Prune's implementation: they never change a
+// job's outcome. Wait waits for the prunes still running.
 func (p *Pipeline) pruneLater(built map[string]build.Result) {
-	if p.cfg.Prune == nil || len(built) == 0 || !p.engine.TryLock() {
+	if p.cfg.Prune == nil || len(built) == 0 {
 		return
 	}
-	refs := make([]string, 0, len(built))
+	now := p.now()
+	var refs []string
+	p.mu.Lock()
 	for _, res := range built {
-		refs = append(refs, imageName(res.Tag))
+		ref := imageName(res.Tag)
+		if last, ok := p.pruned[ref]; (!ok || now.Sub(last) >= pruneEvery) && !slices.Contains(refs, ref) {
+			refs = append(refs, ref)
+		}
 	}
+	p.mu.Unlock()
+	if len(refs) == 0 || !p.engine.TryLock() {
+		return
+	}
+	p.mu.Lock()
+	if p.pruned == nil {
+		p.pruned = map[string]time.Time{}
+	}
+	for _, ref := range refs {
+		p.pruned[ref] = now
+	}
+	p.mu.Unlock()
 	p.pruning.Go(func() {
 		defer p.engine.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -504,23 +504,27 @@ func TestPipeline(t *testing.T) {
 	})
 
 	t.Run("prune-after-the-job", func(t *testing.T) {
-		// Run returns while the image prune still runs; Wait waits for it,
-		// and a prune never runs while another holds the engine.
+		// Run returns while the image prune still runs; Wait waits for it;
+		// a repository is pruned at most once per pruneEvery.
 		j := e.push(t, "pruned", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", "release = \"pruned\"\n"))
 		started, release := make(chan string, 1), make(chan struct{})
+		clock := time.Now()
 		p, err := New(Config{WorkDir: t.TempDir(), StatusCheckDeadline: 20 * time.Second, Prune: func(_ context.Context, repository string) error {
 			started <- repository
 			<-release
 			return nil
-		}}, e.p.src, e.p.builder, e.p.deployer, e.p.checker, nil)
+		}}, e.p.src, e.p.builder, e.p.deployer, e.p.checker, func() time.Time { return clock })
 		if err != nil {
 			t.Fatal(err)
 		}
-		var rec recorder
-		out, err := p.Run(ctx, j, &rec)
-		if err != nil || out.Err != nil {
-			t.Fatalf("Run = %+v, %v", out.Err, err)
+		run := func() {
+			t.Helper()
+			var rec recorder
+			if out, err := p.Run(ctx, j, &rec); err != nil || out.Err != nil {
+				t.Fatalf("Run = %+v, %v", out.Err, err)
+			}
 		}
+		run()
 		select {
 		case repo := <-started:
 			if want := e.registry + "/octo/web"; repo != want {
@@ -539,6 +543,24 @@ func TestPipeline(t *testing.T) {
 		}
 		close(release)
 		<-waited
+
+		// The same repository again at once: not pruned; after
+		// pruneEvery: pruned.
+		run()
+		p.Wait()
+		select {
+		case repo := <-started:
+			t.Errorf("pruned %s again within a minute", repo)
+		default:
+		}
+		clock = clock.Add(pruneEvery)
+		run()
+		p.Wait()
+		select {
+		case <-started:
+		default:
+			t.Error("not pruned again after pruneEvery")
+		}
 	})
 
 	t.Run("never-ready", func(t *testing.T) {
