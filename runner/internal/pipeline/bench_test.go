@@ -44,6 +44,13 @@ func BenchmarkJob(b *testing.B) {
 	e := newEnv(b, time.Minute)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
+	// Leave no images behind: an engine holding hundreds of leftovers
+	// slows every later build and prune on the machine.
+	b.Cleanup(func() {
+		if _, err := build.Prune(context.Background(), e.docker, e.registry+"/octo/bench", 0); err != nil {
+			b.Logf("remove the benchmark's images: %v", err)
+		}
+	})
 	files, err := demo.Files(ctx, e.registry, "octo", "bench", "bench")
 	if err != nil {
 		b.Fatal(err)
