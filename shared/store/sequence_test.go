@@ -31,7 +31,11 @@ func TestSequences(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w, err := store.NewJobWriter(e.store, j.JobRef(), 0, store.WriterOptions{MaxEvents: 7, FlushInterval: time.Millisecond})
+			w, err := store.NewJobWriter(e.store, j.JobRef(), 0, store.WriterOptions{MaxEvents: 7, FlushInterval: time.Millisecond,
+				// Four writers contend for one counter document: on a busy
+				// machine the emulator's transactions take long (a make test
+				// beside a CI run passed 30 s). The test is about numbering.
+				WriteTimeout: testTimeout})
 			if err != nil {
 				t.Error(err)
 				return

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -121,8 +122,45 @@ func (e *Engine) Client() (*client.Client, error) {
 	return client.NewClientWithOpts(client.WithHost(e.host), client.WithAPIVersionNegotiation())
 }
 
-// Start starts dockerd and waits until it answers, until ctx ends.
+// startAttempts bounds Start's tries: dockerd gives the containerd it
+// starts 15 seconds, and exits ("timeout waiting for containerd to
+// start") when a busy machine needs longer (moby/moby#42747); a CI run
+// alongside another test run hit it. Only that exit is retried.
+const startAttempts = 3
+
+// Start starts dockerd and waits until it answers, until ctx ends. A
+// start that failed because containerd was slow to start is tried again
+// (startAttempts in all); any other failure is returned with the end of
+// dockerd's log.
 func (e *Engine) Start(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := e.start(ctx)
+		if err == nil || !errors.Is(err, errExited) || attempt == startAttempts || !e.logContains("timeout waiting for containerd") {
+			return err
+		}
+	}
+}
+
+// errExited marks a dockerd that exited before it answered.
+var errExited = errors.New("dockerd exited at start")
+
+// logContains reports whether dockerd's log holds s.
+func (e *Engine) logContains(s string) bool {
+	b, err := os.ReadFile(e.logPath)
+	return err == nil && strings.Contains(string(b), s)
+}
+
+// logTail returns the last lines of dockerd's log, for an error message.
+func (e *Engine) logTail() string {
+	b, err := os.ReadFile(e.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.Join(lines[max(0, len(lines)-5):], "\n")
+}
+
+func (e *Engine) start(ctx context.Context) error {
 	if e.running() {
 		return errors.New("dockerd is running already")
 	}
@@ -165,7 +203,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		}
 		select {
 		case <-done:
-			return fmt.Errorf("dockerd exited at start (%v); see its log %s", e.cmd.ProcessState, e.logPath)
+			return fmt.Errorf("%w (%v); its log %s ends:\n%s", errExited, e.cmd.ProcessState, e.logPath, e.logTail())
 		case <-ctx.Done():
 			e.Stop()
 			return fmt.Errorf("dockerd did not answer (%v): %w; see its log %s", err, ctx.Err(), e.logPath)
