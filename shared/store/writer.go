@@ -269,9 +269,10 @@ func (w *JobWriter) SetState(v1 *v1pb.State, v2 *v2pb.State) error {
 		w.mu.Unlock()
 		return err
 	}
-	// A state equal to the one written is not written again: a job sets
+	// A state equal to the one pending (maybe being written), or with
+	// none pending to the one written, is not written again: a job sets
 	// its state after every event, log lines included.
-	changed := w.state != nil || !st.equal(w.written)
+	changed := !st.equal(w.state) && (w.state != nil || !st.equal(w.written))
 	first := w.state == nil && changed
 	if changed {
 		w.state = &st
