@@ -228,7 +228,9 @@ func (w *JobWriter) Emit(v1 *v1pb.LogEntry, v2 *v2pb.Event) error {
 		// state, the next SetState, which lands first (see flushLocked).
 		w.hold, w.final = true, false
 	}
-	wake := len(w.buf) == 1 || len(w.buf) >= w.opts.MaxEvents || w.bufBytes >= w.opts.MaxBytes
+	// A status event wakes the goroutine, which may be waiting out the
+	// OutputInterval of the output before it.
+	wake := len(w.buf) == 1 || !e.output || len(w.buf) >= w.opts.MaxEvents || w.bufBytes >= w.opts.MaxBytes
 	w.mu.Unlock()
 	if wake {
 		w.wake()
