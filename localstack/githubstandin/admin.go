@@ -23,6 +23,8 @@ const maxAdminBody = 64 << 20
 //	GET  /_standin/repos/{owner}/{name}/deliveries    recent webhook deliveries
 //	POST /_standin/repos/{owner}/{name}/deliveries/{guid}/redeliver
 //	PUT  /_standin/outage                             {"down": true, "status_code": 0|503}: receivers "down" (see SetOutage); {"down": false} ends it
+//	PUT  /_standin/api-outage                         {"status_code": 403|429|500|502|503, "retry_after": s, "requests": n}: the commit
+//	                                                  status and deployment API fails (see SetAPIOutage); {"status_code": 0} ends it
 //
 // A commit request is
 //
@@ -39,6 +41,7 @@ func (s *Server) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+AdminPrefix+"repos/{owner}/{name}/deliveries", s.handleDeliveries)
 	mux.HandleFunc("POST "+AdminPrefix+"repos/{owner}/{name}/deliveries/{guid}/redeliver", s.handleRedeliver)
 	mux.HandleFunc("PUT "+AdminPrefix+"outage", s.handleOutage)
+	mux.HandleFunc("PUT "+AdminPrefix+"api-outage", s.handleAPIOutage)
 	mux.HandleFunc(AdminPrefix, func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, map[string]any{"ok": false, "error": "no such stand-in endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -85,6 +88,7 @@ func (s *Server) handleInfo(w http.ResponseWriter, r *http.Request) {
 		"api_url":      s.APIURL,
 		"signed_in":    s.SignedIn(),
 		"outage":       s.outage(),
+		"api_outage":   s.apiOutage(),
 		"repositories": repos,
 	})
 }

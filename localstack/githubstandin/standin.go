@@ -7,6 +7,14 @@
 //     approves at once for the signed-in stand-in user;
 //   - the REST API of a hook's deliveries the runner calls (list them,
 //     redeliver one), over the deliveries recorded here (deliveries.go);
+//   - the REST API of commit statuses and Deployments the runner reports
+//     to (statuses.go): create and list commit statuses and the combined
+//     status under repos/OWNER/NAME/statuses/SHA and commits/REF/status(es);
+//     create, list and get deployments and create and list their statuses
+//     under repos/OWNER/NAME/deployments, with GitHub's validation (422),
+//     required-contexts check (409), auto_inactive, paging (Link) and
+//     X-RateLimit-* headers; what they record is read back with Statuses,
+//     Deployments and APIRequests;
 //   - git over smart HTTP at URL + OWNER/NAME.git, from shared/gitserve,
 //     for the runner's checkouts (and for git clone and git push by hand);
 //   - push webhooks, delivered as GitHub delivers them: a POST to each
@@ -17,7 +25,9 @@
 //   - small admin endpoints that GitHub does not have, under AdminPrefix
 //     (/_standin/): create a repository, commit files to a branch and
 //     deliver the push, list and redeliver deliveries, change the
-//     signed-in user, make every receiver "down" (SetOutage).
+//     signed-in user, make every receiver "down" (SetOutage), make the
+//     commit status and deployment API fail with a rate limit or a server
+//     error (SetAPIOutage).
 //
 // Webhooks are delivered only to loopback addresses. Everything lives in
 // memory and in a directory of bare repositories for the life of the
@@ -103,6 +113,7 @@ type Server struct {
 	nextDeliveryID int64
 	down           *Outage // SetOutage
 	user           string
+	api            apiState // commit statuses, deployments (statuses.go)
 }
 
 // New returns a stand-in that serves nothing yet.
@@ -126,7 +137,8 @@ func New(cfg Config) (*Server, error) {
 		cfg.Client = loopbackClient()
 	}
 	s := &Server{log: cfg.Log, client: cfg.Client, root: cfg.Root, repos: map[string]*repoInfo{},
-		deliveries: map[string][]*Delivery{}, nextRepoID: 700000001, nextDeliveryID: 12000000000, user: cfg.User}
+		deliveries: map[string][]*Delivery{}, nextRepoID: 700000001, nextDeliveryID: 12000000000, user: cfg.User,
+		api: newAPIState()}
 	if s.root == "" {
 		dir, err := os.MkdirTemp("", "kgd-github-standin-")
 		if err != nil {
@@ -155,6 +167,7 @@ func New(cfg Config) (*Server, error) {
 	mux.Handle("/login/oauth/", s.gh)
 	mux.Handle(githubfake.APIPrefix, s.gh)
 	s.deliveryRoutes(mux)
+	s.statusRoutes(mux)
 	s.adminRoutes(mux)
 	mux.HandleFunc("/", s.serveGit)
 	s.handler = mux
