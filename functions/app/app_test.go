@@ -884,6 +884,42 @@ func TestTrackWithPolicy(t *testing.T) {
 			t.Errorf("PUT policy of an untracked repository = %d %v, want 404", code, body)
 		}
 	})
+	t.Run("reports", func(t *testing.T) {
+		reportsURL := repos + "alice/app/reports"
+		githubOn := func() any {
+			return e.tracked(t, alice)["alice/app"]["reports"].(map[string]any)["github"]
+		}
+		if got := githubOn(); got != true {
+			t.Fatalf("reports.github of a tracked repository = %v, want true (the default)", got)
+		}
+		if code, body := e.do(t, "PUT", reportsURL, bob, `{"github":false}`); code != http.StatusForbidden {
+			t.Errorf("PUT reports by a stranger = %d %v, want 403", code, body)
+		}
+		for _, b := range []string{``, `{}`, `{"github":"no"}`, `{"slack":true}`, `nope`} {
+			if code, body := e.do(t, "PUT", reportsURL, alice, b); code != http.StatusBadRequest {
+				t.Errorf("PUT reports %q = %d %v, want 400", b, code, body)
+			}
+		}
+		if got := githubOn(); got != true {
+			t.Fatalf("reports.github after refused PUTs = %v, want true", got)
+		}
+		// carol is an operator of the policy.
+		if code, body := e.do(t, "PUT", reportsURL, carol, `{"github":false}`); code != http.StatusOK || body["ok"] != true {
+			t.Fatalf("PUT reports off by an operator = %d %v", code, body)
+		}
+		if got := githubOn(); got != false {
+			t.Errorf("reports.github after turning it off = %v", got)
+		}
+		if code, body := e.do(t, "PUT", reportsURL, alice, `{"github":true}`); code != http.StatusOK {
+			t.Fatalf("PUT reports on by the tracker = %d %v", code, body)
+		}
+		if got := githubOn(); got != true {
+			t.Errorf("reports.github after turning it on again = %v", got)
+		}
+		if code, body := e.do(t, "PUT", repos+"alice/nothing/reports", alice, `{"github":true}`); code != http.StatusNotFound {
+			t.Errorf("PUT reports of an untracked repository = %d %v, want 404", code, body)
+		}
+	})
 	t.Run("operator-untracks", func(t *testing.T) {
 		// carol, an operator, has no token of alice: she deletes the hook
 		// with her own (GitHub does not show her the repository) or forces.

@@ -18,6 +18,7 @@
 package repos
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -44,6 +45,7 @@ type Store interface {
 	TrackRepository(ctx context.Context, r store.Repository) error
 	UntrackRepository(ctx context.Context, owner, name string) error
 	SetPolicy(ctx context.Context, owner, name string, p store.Policy) error
+	SetGitHubReports(ctx context.Context, owner, name string, on bool) error
 	Token(ctx context.Context, caller, login string) (*store.Token, error)
 	LatestToken(ctx context.Context, caller string) (*store.Token, error)
 }
@@ -87,21 +89,29 @@ func (h *Handler) Register(m *web.Mux) {
 	m.Handle("POST /api/v0/github/repositories/{user}/{repo}", h.handleTrack)
 	m.Handle("DELETE /api/v0/github/repositories/{user}/{repo}", h.handleUntrack)
 	m.Handle("PUT /api/v0/github/repositories/{user}/{repo}/policy", h.handleSetPolicy)
+	m.Handle("PUT /api/v0/github/repositories/{user}/{repo}/reports", h.handleSetReports)
 }
 
 // repoJSON is a tracked repository as the API shows it: never the secret.
 type repoJSON struct {
-	Owner           string     `json:"owner"`
-	Name            string     `json:"name"`
-	FullName        string     `json:"full_name"`
-	HookID          int64      `json:"web_hook_id"`
-	TrackedBy       string     `json:"tracked_by"`
-	TrackedByCaller string     `json:"tracked_by_caller"`
-	TrackedAt       time.Time  `json:"tracked_at"`
-	AutoBuild       bool       `json:"auto_build"`
-	AutoDeploy      bool       `json:"auto_deploy"`
-	LatestJob       string     `json:"latest_job_id,omitempty"`
-	Policy          policyJSON `json:"policy"`
+	Owner           string      `json:"owner"`
+	Name            string      `json:"name"`
+	FullName        string      `json:"full_name"`
+	HookID          int64       `json:"web_hook_id"`
+	TrackedBy       string      `json:"tracked_by"`
+	TrackedByCaller string      `json:"tracked_by_caller"`
+	TrackedAt       time.Time   `json:"tracked_at"`
+	AutoBuild       bool        `json:"auto_build"`
+	AutoDeploy      bool        `json:"auto_deploy"`
+	LatestJob       string      `json:"latest_job_id,omitempty"`
+	Policy          policyJSON  `json:"policy"`
+	Reports         reportsJSON `json:"reports"`
+}
+
+// reportsJSON says where a repository's jobs are reported besides the API.
+type reportsJSON struct {
+	// GitHub: commit statuses and Deployments on GitHub (default true).
+	GitHub *bool `json:"github"`
 }
 
 func toJSON(r store.Repository) repoJSON {
@@ -111,6 +121,7 @@ func toJSON(r store.Repository) repoJSON {
 		AutoBuild: r.Triggers.AutoBuild, AutoDeploy: r.Triggers.AutoDeploy,
 		LatestJob: r.LatestJobID,
 		Policy:    toPolicyJSON(r.Policy),
+		Reports:   reportsJSON{GitHub: new(!r.GitHubReportsOff)},
 	}
 }
 
@@ -395,6 +406,36 @@ func (h *Handler) handleSetPolicy(w http.ResponseWriter, r *http.Request) error 
 	}
 	h.log.InfoContext(ctx, "deploy policy changed", "repo", owner+"/"+name, "caller", id.Email)
 	return web.JSON(w, http.StatusOK, map[string]any{"ok": true, "repository": repo.Owner + "/" + repo.Name, "policy": toPolicyJSON(policy)})
+}
+
+// handleSetReports handles the PUT
+// /api/v0/github/repositories/{user}/{repo}/reports route: {"github": bool}
+// turns the commit statuses and Deployments the runner posts on GitHub on
+// or off. Who may change the policy may change this.
+func (h *Handler) handleSetReports(w http.ResponseWriter, r *http.Request) error {
+	ctx := r.Context()
+	id, owner, name, repo, err := h.trackedRepo(r)
+	if err != nil {
+		return err
+	}
+	if !mayManage(id, repo, true) {
+		return web.Errorf(http.StatusForbidden, nil, "only %s (who tracked %s/%s) and the operators of its policy may change its reports", cmp.Or(repo.TrackedByCaller, "who tracks it"), owner, name)
+	}
+	var body reportsJSON
+	switch given, err := readJSON(r, &body); {
+	case err != nil:
+		return err
+	case !given || body.GitHub == nil:
+		return web.Errorf(http.StatusBadRequest, nil, `request body: {"github": true} or {"github": false} is required`)
+	}
+	switch err := h.store.SetGitHubReports(ctx, owner, name, *body.GitHub); {
+	case errors.Is(err, store.ErrNotFound):
+		return web.Errorf(http.StatusNotFound, err, "repository %s/%s is not tracked", owner, name)
+	case err != nil:
+		return fmt.Errorf("set reports of %s/%s: %w", owner, name, err)
+	}
+	h.log.InfoContext(ctx, "GitHub reports changed", "repo", owner+"/"+name, "caller", id.Email, "github", *body.GitHub)
+	return web.JSON(w, http.StatusOK, map[string]any{"ok": true, "repository": repo.Owner + "/" + repo.Name, "reports": body})
 }
 
 func isNotFound(err error) bool {

@@ -21,7 +21,8 @@
 //	              insensitive)            tracked_by_caller, tracked_at, policy{…},       policy); ClaimJob;      started; once per successful
 //	                                      triggers{auto_build, auto_deploy, auto_sync},   Execute (control.go);   job (deployed)
 //	                                      next_iteration, latest_job_id,                  runner (RecordDeployed)
-//	                                      pending_deploy_job_id, deployed{unit: sha}
+//	                                      pending_deploy_job_id, deployed{unit: sha},
+//	                                      github_reports_off (PrivateAPI reports)
 //	tokens        TokenKey: sha256 of     caller, login, token (sealed), scopes,          OAuth callback          once per sign-in
 //	              the caller ~ login      created_at
 //	jobs          "p-"+PushKey (a push),  repo, owner, name, ref, sha, before,            CreateJob (one Create), create; publish; claim; lease

@@ -46,6 +46,10 @@ type Repository struct {
 	// Deployed maps each unit to the commit a job last deployed it at
 	// successfully (RecordDeployed): the base of the unit's paths filter.
 	Deployed map[string]string
+	// GitHubReportsOff turns off the runner's commit statuses and
+	// Deployments on GitHub for the repository (on by default; see
+	// SetGitHubReports).
+	GitHubReportsOff bool
 }
 
 // Key returns the repository's document id (see RepoKey).
@@ -82,6 +86,8 @@ type repositoryDoc struct {
 	Deployed map[string]string `firestore:"deployed,omitempty"`
 	// Missing in documents written before callers were recorded.
 	TrackedByCaller string `firestore:"tracked_by_caller"`
+	// Missing (reports on) unless SetGitHubReports turned them off.
+	GitHubReportsOff bool `firestore:"github_reports_off,omitempty"`
 }
 
 // triggersDoc uses pointers so a missing field reads as on.
@@ -140,16 +146,17 @@ func (s *Store) TrackRepository(ctx context.Context, r Repository) error {
 		r.TrackedAt = s.now()
 	}
 	doc := repositoryDoc{
-		Owner:           r.Owner,
-		Name:            r.Name,
-		HookID:          r.HookID,
-		WebhookSecret:   sealed,
-		TrackedBy:       r.TrackedBy,
-		TrackedByCaller: strings.ToLower(r.TrackedByCaller),
-		TrackedAt:       r.TrackedAt,
-		Triggers:        toTriggersDoc(r.Triggers),
-		NextIteration:   int64(last) + 1,
-		Policy:          toPolicyDoc(r.Policy),
+		Owner:            r.Owner,
+		Name:             r.Name,
+		HookID:           r.HookID,
+		WebhookSecret:    sealed,
+		TrackedBy:        r.TrackedBy,
+		TrackedByCaller:  strings.ToLower(r.TrackedByCaller),
+		TrackedAt:        r.TrackedAt,
+		Triggers:         toTriggersDoc(r.Triggers),
+		NextIteration:    int64(last) + 1,
+		Policy:           toPolicyDoc(r.Policy),
+		GitHubReportsOff: r.GitHubReportsOff,
 	}
 	if _, err := ref.Create(ctx, doc); err != nil {
 		return fmt.Errorf("track repository %s/%s: %w", r.Owner, r.Name, translate(err))
@@ -240,6 +247,7 @@ func (s *Store) repositoryFromSnap(snap *firestore.DocumentSnapshot) (*Repositor
 		PendingDeployJobID: d.PendingDeployJobID,
 		Policy:             d.Policy.policy(d.Owner, d.Name),
 		Deployed:           d.Deployed,
+		GitHubReportsOff:   d.GitHubReportsOff,
 	}, nil
 }
 
@@ -264,6 +272,19 @@ func (s *Store) SetTriggers(ctx context.Context, owner, name string, t Triggers)
 	_, err := s.repoRef(owner, name).Update(ctx, []firestore.Update{{Path: "triggers", Value: toTriggersDoc(t)}})
 	if err != nil {
 		return fmt.Errorf("set triggers of %s/%s: %w", owner, name, translate(err))
+	}
+	return nil
+}
+
+// SetGitHubReports turns the runner's commit statuses and Deployments on
+// GitHub on or off for the repository, or returns ErrNotFound.
+func (s *Store) SetGitHubReports(ctx context.Context, owner, name string, on bool) error {
+	if err := checkRepo(owner, name); err != nil {
+		return fmt.Errorf("set GitHub reports: %w", err)
+	}
+	_, err := s.repoRef(owner, name).Update(ctx, []firestore.Update{{Path: "github_reports_off", Value: !on}})
+	if err != nil {
+		return fmt.Errorf("set GitHub reports of %s/%s: %w", owner, name, translate(err))
 	}
 	return nil
 }

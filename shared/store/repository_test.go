@@ -227,6 +227,35 @@ func TestRepositoryPolicy(t *testing.T) {
 	}
 }
 
+func TestSetGitHubReports(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, testTimeout)
+	s := e.store
+	e.track(t, "alice", "app")
+	reportsOn := func() bool {
+		t.Helper()
+		r, err := s.Repository(e.ctx, "alice", "app")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return !r.GitHubReportsOff
+	}
+	if !reportsOn() {
+		t.Fatal("a newly tracked repository has GitHub reports off, want on")
+	}
+	for _, on := range []bool{false, true, false} {
+		if err := s.SetGitHubReports(e.ctx, "ALICE", "App", on); err != nil {
+			t.Fatalf("SetGitHubReports(%v): %v", on, err)
+		}
+		if got := reportsOn(); got != on {
+			t.Errorf("after SetGitHubReports(%v) reports on = %v", on, got)
+		}
+	}
+	if err := s.SetGitHubReports(e.ctx, "bob", "app", true); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("SetGitHubReports(untracked) = %v, want ErrNotFound", err)
+	}
+}
+
 func TestUntrackRepositoryKeepsHistory(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, testTimeout)
