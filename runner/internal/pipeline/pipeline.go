@@ -149,6 +149,10 @@ type Job struct {
 	// this, a Skaffold client saw the iteration fail and then succeed
 	// (found by localstack/faults).
 	Interrupted func() bool
+	// Deploying, if set, is told when a unit's deploy starts and in which
+	// namespace (the worker reports a GitHub Deployment). It must not
+	// block.
+	Deploying func(unit, namespace string)
 }
 
 // Outcome is how a job ended. Err is nil on success.
@@ -278,6 +282,9 @@ func (p *Pipeline) Run(ctx context.Context, j Job, sink Sink) (Outcome, error) {
 			info := &event.ErrorInfo{Code: enumspb.StatusCode_DEPLOY_HELM_USER_ERR, Message: "unit " + u.Name + ": " + err.Error()}
 			e.emit(f.V1Deploy(event.Failed, info), f.V2Deploy(event.V2Failed, info), f.V2Task(event.TaskDeploy, event.V2Failed, info))
 			return fail(info)
+		}
+		if j.Deploying != nil {
+			j.Deploying(u.Name, namespace)
 		}
 		req := deploy.Request{
 			Release: u.Helm.Release, Namespace: namespace,

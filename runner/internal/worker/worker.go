@@ -10,6 +10,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/githubstatus"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/source"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
@@ -53,8 +55,19 @@ type RefChecker interface {
 	Head(ctx context.Context, owner, name, ref, token string) (string, error)
 }
 
+// Reporter reports jobs on GitHub (githubstatus.Reporter); its methods
+// must not block.
+type Reporter interface {
+	Pending(j githubstatus.Job, description string)
+	Deploying(j githubstatus.Job, unit, namespace string)
+	Finished(j githubstatus.Job, state, description string)
+}
+
 // Config configures a Worker.
 type Config struct {
+	// Reporter, when set, is told of each job's progress and end for
+	// repositories with GitHub reports on (commit statuses, Deployments).
+	Reporter Reporter
 	// Refs, when set, is asked before a push is built whether its ref still
 	// points at its commit; if not, the job ends superseded and deploys
 	// nothing (a newer push, or a replay of an old one).
@@ -230,6 +243,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 			return "", "", fmt.Errorf("record the end of job %s: %w", j.ID, err)
 		}
 		log.WarnContext(ctx, "took over a job whose runner died", "attempts", j.Attempts)
+		w.report(j, lk).finished(githubstatus.Error, msg)
 		return store.StatusFailed, msg, nil
 	}
 
@@ -239,7 +253,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		closeWriter()
 		return "", "", lk.newerErr
 	} else if lk.newer != "" {
-		return w.supersede(ctx, j, writer, closeWriter, "superseded by job "+lk.newer+", a newer push to "+j.Ref, log)
+		return w.supersede(ctx, j, lk, writer, closeWriter, "superseded by job "+lk.newer+", a newer push to "+j.Ref, log)
 	}
 	if errors.Is(lk.repoErr, store.ErrNotFound) {
 		closeWriter()
@@ -248,9 +262,15 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		closeWriter()
 		return "", "", lk.repoErr
 	} else if lk.stale != "" {
-		return w.supersede(ctx, j, writer, closeWriter, lk.stale, log)
+		return w.supersede(ctx, j, lk, writer, closeWriter, lk.stale, log)
 	}
 	repo, token := lk.repo, lk.token
+	rep := w.report(j, lk)
+	if j.DeployOf != "" {
+		rep.pending("Deploying the images of job " + j.DeployOf)
+	} else {
+		rep.pending(fmt.Sprintf("Building and deploying %.7s (job %s)", j.SHA, j.ID))
+	}
 
 	pj := pipeline.Job{
 		Job: ej, Owner: j.Owner, Name: j.Name, Before: j.Before, Token: token,
@@ -265,6 +285,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 			return w.store.MarkDeployPending(ctx, j.ID, images)
 		},
 		Interrupted: func() bool { return shutdown.Err() != nil },
+		Deploying:   rep.deploying,
 	}
 	if j.DeployOf != "" {
 		// Deploy-only: non-nil even without images, so that nothing is
@@ -315,7 +336,56 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 	if note != "" {
 		msg = strings.TrimPrefix(msg+"; "+note, "; ")
 	}
+	if status == store.StatusSucceeded {
+		rep.finished(githubstatus.Success, cmp.Or(msg, successMessage(out)))
+	} else {
+		rep.finished(githubstatus.Failure, msg)
+	}
 	return status, msg, nil
+}
+
+// successMessage describes a successful job in a line.
+func successMessage(out pipeline.Outcome) string {
+	switch {
+	case out.Deployed:
+		return "Built, deployed and rolled out: " + strings.Join(out.Units, ", ")
+	case len(out.Units) > 0:
+		return "Built: " + strings.Join(out.Units, ", ")
+	}
+	return "Nothing to build or deploy"
+}
+
+// reporting is one job's reporter; its zero value reports nothing.
+type reporting struct {
+	r Reporter
+	j githubstatus.Job
+}
+
+// report returns the reporting of j: nothing without a Reporter, for a
+// repository not tracked or with GitHub reports off, or without a token.
+func (w *Worker) report(j *store.Job, lk *lookup) reporting {
+	if w.cfg.Reporter == nil || lk.repo == nil || lk.repo.GitHubReportsOff || lk.token == "" {
+		return reporting{}
+	}
+	return reporting{r: w.cfg.Reporter, j: githubstatus.Job{ID: j.ID, Owner: j.Owner, Name: j.Name, SHA: j.SHA, Token: lk.token}}
+}
+
+func (r reporting) pending(desc string) {
+	if r.r != nil {
+		r.r.Pending(r.j, desc)
+	}
+}
+
+func (r reporting) deploying(unit, namespace string) {
+	if r.r != nil {
+		r.r.Deploying(r.j, unit, namespace)
+	}
+}
+
+func (r reporting) finished(state, desc string) {
+	if r.r != nil {
+		r.r.Finished(r.j, state, desc)
+	}
 }
 
 // settle does a finished job's pending-deploy bookkeeping and returns its
@@ -352,7 +422,7 @@ func (w *Worker) settle(ctx context.Context, j *store.Job, out pipeline.Outcome)
 
 // supersede ends job j without running it: a Meta event and a canceled
 // DevLoop saying why.
-func (w *Worker) supersede(ctx context.Context, j *store.Job, writer *store.JobWriter, closeWriter func() error, msg string, log *slog.Logger) (store.JobStatus, string, error) {
+func (w *Worker) supersede(ctx context.Context, j *store.Job, lk *lookup, writer *store.JobWriter, closeWriter func() error, msg string, log *slog.Logger) (store.JobStatus, string, error) {
 	f := event.NewFactory(eventJob(j), event.Plan{}, w.now)
 	info := &event.ErrorInfo{Code: enumspb.StatusCode_OK, Message: msg}
 	err := writer.Emit(f.V1Meta(), f.V2Meta())
@@ -366,6 +436,7 @@ func (w *Worker) supersede(ctx context.Context, j *store.Job, writer *store.JobW
 		return "", "", fmt.Errorf("record the end of job %s: %w", j.ID, err)
 	}
 	log.InfoContext(ctx, "job superseded", "reason", msg)
+	w.report(j, lk).finished(githubstatus.Error, "Not deployed: "+msg)
 	return store.StatusCanceled, msg, nil
 }
 

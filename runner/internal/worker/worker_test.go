@@ -16,6 +16,7 @@ import (
 
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/githubstatus"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/source"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
@@ -717,4 +718,132 @@ func TestSweepPublishesWhatWasNeverQueued(t *testing.T) {
 	if err := w.Sweep(e.ctx); err != nil || len(pub.msgs) != 0 {
 		t.Errorf("second sweep published %v (%v), want nothing", pub.msgs, err)
 	}
+}
+
+// recordingReporter records what the worker reports on GitHub (the
+// reporter itself is tested against the GitHub stand-in in its package).
+type recordingReporter struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recordingReporter) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, s)
+}
+
+func (r *recordingReporter) Pending(j githubstatus.Job, desc string) {
+	r.add(j.ID + " pending " + desc + " token=" + j.Token)
+}
+
+func (r *recordingReporter) Deploying(j githubstatus.Job, unit, ns string) {
+	r.add(j.ID + " deploying " + unit + " " + ns)
+}
+
+func (r *recordingReporter) Finished(j githubstatus.Job, state, desc string) {
+	r.add(j.ID + " " + state + " " + desc)
+}
+
+// deployingRunner tells the job it deploys unit web to namespace web.
+type deployingRunner struct{ countingRunner }
+
+func (r *deployingRunner) Run(ctx context.Context, j pipeline.Job, sink pipeline.Sink) (pipeline.Outcome, error) {
+	j.Deploying("web", "web")
+	out, err := r.countingRunner.Run(ctx, j, sink)
+	if out.Err == nil {
+		out.Deployed, out.Units = true, []string{"web"}
+	}
+	return out, err
+}
+
+// TestReports checks what the worker reports for GitHub: a succeeding, a
+// failing and a superseded job, and nothing for a repository with reports
+// off or without a token.
+func TestReports(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if err := e.store.TrackRepository(e.ctx, store.Repository{Owner: "acme", Name: "web", HookID: 2, WebhookSecret: []byte("s"),
+		TrackedBy: "acme", TrackedByCaller: "local", Triggers: store.DefaultTriggers()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.store.PutToken(e.ctx, store.Token{Caller: "local", Login: "acme", AccessToken: "gho_acme", Scopes: []string{"repo"}}); err != nil {
+		t.Fatal(err)
+	}
+	newJob := func(t *testing.T, delivery string) (*store.Job, job.Message) {
+		t.Helper()
+		const sha = "ad489864e7642b48eaad6e3f155c10e46810ec72"
+		j, err := e.store.CreateJob(e.ctx, store.Job{Owner: "acme", Name: "web", Ref: "refs/heads/main", SHA: sha, DeliveryID: delivery, Trigger: "push"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j, job.Message{Version: 1, JobID: j.ID, Repository: "acme/web", Ref: j.Ref, SHA: sha, DeliveryID: delivery, Trigger: job.TriggerPush, PublishedAt: e.now}
+	}
+	run := func(t *testing.T, r Runner, msgs ...job.Message) []string {
+		t.Helper()
+		rep := &recordingReporter{}
+		w, err := New(Config{Owner: "runner-a", Lease: time.Minute, Reporter: rep}, e.store, r, &recordingPublisher{},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return e.now })
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range msgs {
+			if err := w.Handle(e.ctx, m, queue.Delivery{Attempt: 1}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return rep.calls
+	}
+
+	// One after the other: the jobs of one repository.
+	t.Run("succeeded", func(t *testing.T) {
+		j, m := newJob(t, "r-ok")
+		want := []string{
+			j.ID + " pending Building and deploying ad48986 (job " + j.ID + ") token=gho_acme",
+			j.ID + " deploying web web",
+			j.ID + " success Built, deployed and rolled out: web",
+		}
+		if diff := cmp.Diff(want, run(t, &deployingRunner{}, m)); diff != "" {
+			t.Errorf("reports (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("failed", func(t *testing.T) {
+		j, m := newJob(t, "r-fail")
+		want := []string{
+			j.ID + " pending Building and deploying ad48986 (job " + j.ID + ") token=gho_acme",
+			j.ID + " failure boom",
+		}
+		if diff := cmp.Diff(want, run(t, &countingRunner{fail: true}, m)); diff != "" {
+			t.Errorf("reports (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("superseded", func(t *testing.T) {
+		old, oldMsg := newJob(t, "r-old")
+		newer, newMsg := newJob(t, "r-new")
+		got := run(t, &countingRunner{}, newMsg, oldMsg)
+		want := []string{
+			newer.ID + " pending Building and deploying ad48986 (job " + newer.ID + ") token=gho_acme",
+			newer.ID + " success Nothing to build or deploy",
+			old.ID + " error Not deployed: superseded by job " + newer.ID + ", a newer push to refs/heads/main",
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("reports (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("reports-off", func(t *testing.T) {
+		if err := e.store.SetGitHubReports(e.ctx, "acme", "web", false); err != nil {
+			t.Fatal(err)
+		}
+		_, m := newJob(t, "r-off")
+		if got := run(t, &countingRunner{}, m); len(got) != 0 {
+			t.Errorf("reports with GitHub reports off: %q", got)
+		}
+	})
+	t.Run("no-token", func(t *testing.T) {
+		// octo/app was tracked without a recorded tracker: no token.
+		_, m := e.newJob(t, "r-no-token")
+		if got := run(t, &countingRunner{}, m); len(got) != 0 {
+			t.Errorf("reports without a token: %q", got)
+		}
+	})
 }
