@@ -1,7 +1,8 @@
 # kube-git-deploy on Google Cloud, the whole system in one apply:
 #
 #   firestore.tf  Firestore (native) with its indexes and TTL policies
-#   pubsub.tf     the job queue (kgd-jobs → kgd-runner) and its dead letters
+#   pubsub.tf     the job queue (kgd-jobs → kgd-runner) and its dead letters,
+#                 and the events topic kgd-events
 #   secrets.tf    the Secret Manager secrets (values added with gcloud)
 #   functions.tf  PublicAPI (webhooks, OAuth callback; public) and
 #                 PrivateAPI (tracking; IAM-only) on Cloud Functions gen2

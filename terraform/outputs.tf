@@ -18,6 +18,11 @@ output "jobs_topic" {
   value       = google_pubsub_topic.jobs.id
 }
 
+output "events_topic" {
+  description = "Pub/Sub topic of every job event (ordering key: the job id); subscribe with message ordering on."
+  value       = google_pubsub_topic.events.id
+}
+
 output "api_url" {
   description = "The API service's URL (IAM-authenticated; gRPC and HTTP on the same host), or empty when api_image is unset or secrets are not ready."
   value       = local.api_enabled ? google_cloud_run_v2_service.api[0].uri : ""

@@ -54,3 +54,16 @@ resource "google_pubsub_subscription_iam_member" "dead_subscriber" {
   role         = "roles/pubsub.subscriber"
   member       = local.pubsub_agent
 }
+
+# The events topic: the runner publishes every job event once it is stored
+# (ordering key: the job id; attributes repository, job_id, sequence,
+# schema, kind), for Cloud Functions, BigQuery subscriptions or chat bots,
+# like Cloud Build's cloud-builds topic. Subscribers bring their own
+# subscription (enable_message_ordering = true to get each job's events in
+# order); without one, messages are dropped. Kept a day for a
+# subscription's seek.
+resource "google_pubsub_topic" "events" {
+  name                       = "kgd-events"
+  message_retention_duration = "86400s"
+  depends_on                 = [google_project_service.this]
+}

@@ -42,7 +42,10 @@ locals {
       KGD_LISTEN_HOST           = "0.0.0.0"
       KGD_WORKDIR               = "/tmp"
       KGD_RETENTION             = "${var.retention_days * 24}h"
+      KGD_EVENTS_TOPIC          = google_pubsub_topic.events.name
     },
+    # Links to jobs in GitHub commit statuses and Deployments.
+    local.api_enabled ? { KGD_API_URL = google_cloud_run_v2_service.api[0].uri } : {},
     # GKE: the runner authenticates with its own Google identity.
     local.gke_cluster == null ? {} : {
       KGD_KUBE_ENDPOINT = "https://${local.gke_cluster.endpoint}"
@@ -99,6 +102,14 @@ resource "google_pubsub_subscription_iam_member" "runner" {
 resource "google_pubsub_topic_iam_member" "runner_publish" {
   count  = local.runner ? 1 : 0
   topic  = google_pubsub_topic.jobs.id
+  role   = "roles/pubsub.publisher"
+  member = google_service_account.runner[0].member
+}
+
+# The runner publishes every stored event to kgd-events.
+resource "google_pubsub_topic_iam_member" "runner_events" {
+  count  = local.runner ? 1 : 0
+  topic  = google_pubsub_topic.events.id
   role   = "roles/pubsub.publisher"
   member = google_service_account.runner[0].member
 }

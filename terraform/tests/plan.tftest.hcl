@@ -169,6 +169,7 @@ run "service_accounts" {
       google_pubsub_topic_iam_member.public_publish.member,
       google_pubsub_topic_iam_member.api_publish.member,
       google_pubsub_topic_iam_member.runner_publish[0].member,
+      google_pubsub_topic_iam_member.runner_events[0].member,
       google_pubsub_topic_iam_member.dead_publisher.member,
       google_pubsub_subscription_iam_member.runner[0].member,
       google_pubsub_subscription_iam_member.dead_subscriber.member,

@@ -186,6 +186,7 @@ run "runner_env" {
       "KGD_LISTEN_HOST=0.0.0.0",
       "KGD_WORKDIR=/tmp",
       "KGD_RETENTION=720h",
+      "KGD_EVENTS_TOPIC=kgd-events",
       "GITHUB_API_URL=https://api.github.com/",
       "KGD_KUBE_ENDPOINT=https://10.0.0.1",
       "KGD_KUBE_CA_DATA=Q0E=",
@@ -217,6 +218,10 @@ run "runner_iam_gke" {
   assert {
     condition     = google_pubsub_subscription_iam_member.runner[0].role == "roles/pubsub.subscriber" && google_pubsub_topic_iam_member.runner_publish[0].role == "roles/pubsub.publisher"
     error_message = "the runner pulls from kgd-runner and re-publishes jobs of dead runners"
+  }
+  assert {
+    condition     = google_pubsub_topic.events.name == "kgd-events" && google_pubsub_topic_iam_member.runner_events[0].role == "roles/pubsub.publisher" && google_pubsub_topic_iam_member.runner_events[0].member == google_service_account.runner[0].member
+    error_message = "the runner publishes events to kgd-events"
   }
   assert {
     condition     = google_artifact_registry_repository_iam_member.runner_apps[0].repository == "kgd-apps" && google_artifact_registry_repository_iam_member.runner_apps[0].role == "roles/artifactregistry.writer"
@@ -313,7 +318,7 @@ run "no_runner_without_image" {
   }
   assert {
     condition = (length(google_service_account.runner) + length(google_project_iam_member.runner) + length(google_pubsub_subscription_iam_member.runner)
-      + length(google_pubsub_topic_iam_member.runner_publish) + length(google_secret_manager_secret_iam_member.runner) + length(google_artifact_registry_repository.apps)
+      + length(google_pubsub_topic_iam_member.runner_publish) + length(google_pubsub_topic_iam_member.runner_events) + length(google_secret_manager_secret_iam_member.runner) + length(google_artifact_registry_repository.apps)
       + length(google_artifact_registry_repository_iam_member.runner_apps) + length(google_artifact_registry_repository_iam_member.runner_images)
       + length(google_compute_region_instance_template.runner) + length(google_compute_region_instance_group_manager.runner) + length(google_compute_region_autoscaler.runner)
     + length(google_compute_health_check.runner) + length(google_compute_firewall.runner_health) + length(data.google_container_cluster.target)) == 0
