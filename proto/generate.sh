@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the Go, gRPC, gateway and OpenAPI code from the Skaffold-compatible
-# protos in this directory. Reproducible: protoc is Debian bookworm's 3.21.12 and
-# every plugin is pinned in tools/go.mod. Run through `make proto`.
+# protos in this directory, and the Go and gRPC code (only) of the event sink
+# API in sink/v1. Reproducible: protoc is Debian bookworm's 3.21.12 and every
+# plugin is pinned in tools/go.mod. Run through `make proto`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +31,7 @@ mkdir -p "$bin"
 googleapis=$(cd tools && go mod download -json github.com/grpc-ecosystem/grpc-gateway@v1.16.0 | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')/third_party/googleapis
 [ -f "$googleapis/google/api/annotations.proto" ] || { echo "proto: google/api/annotations.proto not found under $googleapis" >&2; exit 1; }
 
-rm -f proto/*/*.pb.go proto/*/*.pb.gw.go proto/*/*.swagger.json
+rm -f proto/*/*.pb.go proto/*/*.pb.gw.go proto/*/*.swagger.json proto/sink/v1/*.pb.go
 PATH="$bin:$PATH" protoc -I proto -I "$googleapis" -I /usr/include \
   --go_out=proto --go_opt=paths=source_relative \
   --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
@@ -38,5 +39,11 @@ PATH="$bin:$PATH" protoc -I proto -I "$googleapis" -I /usr/include \
   --openapiv2_out=proto --openapiv2_opt=disable_default_errors=false \
   enums/enums.proto v1/skaffold.proto v2/skaffold.proto
 rm -f proto/enums/enums.swagger.json # no service: nothing to describe
+# The event sink API is served by operators, not by kube-git-deploy: no
+# gateway and no OpenAPI description.
+PATH="$bin:$PATH" protoc -I proto -I "$googleapis" -I /usr/include \
+  --go_out=proto --go_opt=paths=source_relative \
+  --go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+  sink/v1/sink.proto
 go run ./proto/cmd/openapi-scope proto/v1/skaffold.swagger.json proto/v2/skaffold.swagger.json
-echo "proto: generated $(ls proto/*/*.go proto/*/*.json | wc -l) files"
+echo "proto: generated $(ls proto/*/*.go proto/*/*.json proto/sink/v1/*.go | wc -l) files"
