@@ -569,6 +569,7 @@ func (s *Stack) childEnv() []string {
 		"GITHUB_CLIENT_SECRET":             cfg.GitHubClientSecret,
 		"GITHUB_WEB_URL":                   u.GitHub,
 		"GITHUB_API_URL":                   u.GitHubAPI,
+		"KGD_API_URL":                      u.APIHTTP, // the runner's links to jobs on GitHub
 		"KUBECONFIG":                       s.Kubeconfig,
 		"KGD_WORKDIR":                      s.workDir,
 	}

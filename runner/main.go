@@ -33,6 +33,8 @@ import (
 
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/eventtopic"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/githubstatus"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/redeliver"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/rollout"
@@ -93,6 +95,17 @@ type config struct {
 	// (KGD_REDELIVER_INTERVAL, 0: never).
 	githubAPIURL   *url.URL
 	redeliverEvery time.Duration
+	// githubReports turns commit statuses and Deployments on GitHub on
+	// (KGD_GITHUB_REPORTS, default on; repositories can turn theirs off);
+	// apiURL is the API service's public URL, the base of the jobs' links
+	// (KGD_API_URL; none when empty).
+	githubReports bool
+	apiURL        *url.URL
+	// eventsTopic is the Pub/Sub topic every event goes to
+	// (KGD_EVENTS_TOPIC; "" when off).
+	eventsTopic string
+	// sinks are the operator's event sinks (sinks.go).
+	sinks sinkConfig
 }
 
 func loadConfig(getenv func(string) string) (config, error) {
@@ -193,6 +206,23 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if c.redeliverEvery, err = time.ParseDuration(env("KGD_REDELIVER_INTERVAL", "5m")); err != nil || c.redeliverEvery < 0 {
 		bad("KGD_REDELIVER_INTERVAL", fmt.Errorf("%q is not a duration such as 5m (0: no redelivery)", getenv("KGD_REDELIVER_INTERVAL")))
 	}
+	switch v := env("KGD_GITHUB_REPORTS", "on"); v {
+	case "on", "off":
+		c.githubReports = v == "on"
+	default:
+		bad("KGD_GITHUB_REPORTS", fmt.Errorf("%q is neither on nor off", v))
+	}
+	if v := env("KGD_API_URL", ""); v != "" {
+		if u, err := url.Parse(v); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+			bad("KGD_API_URL", fmt.Errorf("%q is not an absolute http(s) URL without query", v))
+		} else {
+			c.apiURL = u
+		}
+	}
+	if c.eventsTopic = env("KGD_EVENTS_TOPIC", eventtopic.DefaultTopic); c.eventsTopic == "off" {
+		c.eventsTopic = ""
+	}
+	c.sinks.load(env, bad)
 	if c.healthPort, err = strconv.Atoi(env("KGD_HEALTH_PORT", "0")); err != nil || c.healthPort < 0 || c.healthPort > 65535 {
 		bad("KGD_HEALTH_PORT", fmt.Errorf("%q is not a port (0 serves no health endpoint)", getenv("KGD_HEALTH_PORT")))
 	}
@@ -240,7 +270,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 
 	var secrets secretAccessor
-	if cfg.keySecret != "" || cfg.kube.secret != "" {
+	if cfg.keySecret != "" || cfg.kube.secret != "" || cfg.sinks.needsSecrets() {
 		svc, err := secretmanager.NewService(ctx)
 		if err != nil {
 			return fmt.Errorf("secret manager client: %w", err)
@@ -330,8 +360,59 @@ func run(ctx context.Context, getenv func(string) string) error {
 	hl := &health{docker: func(ctx context.Context) error { return build.Ping(ctx, docker) }}
 	wcfg := worker.Config{Owner: owner, Refs: src, Lease: cfg.lease, UnclaimedAfter: cfg.unclaimedAfter,
 		Receiving: hl.receiving.Store}
+	githubHTTP := &http.Client{Timeout: 30 * time.Second}
+	githubClient := func(token string) *github.Client {
+		c := github.NewClient(githubHTTP).WithAuthToken(token)
+		c.BaseURL = cfg.githubAPIURL
+		return c
+	}
+
+	// Where every stored event goes besides Firestore: the runner's log
+	// (seed-002 envelopes), the events topic, the operator's sinks.
+	var written []func(store.EventBatch)
 	if cfg.eventLog {
-		wcfg.Writer.Written = eventlog.LogTo(log)
+		written = append(written, eventlog.LogTo(log))
+	}
+	if cfg.eventsTopic != "" {
+		if os.Getenv("PUBSUB_EMULATOR_HOST") != "" {
+			if err := eventtopic.Ensure(ctx, ps, cfg.project, cfg.eventsTopic); err != nil {
+				return fmt.Errorf("create the events topic on the emulator: %w", err)
+			}
+		}
+		topic := eventtopic.New(ps, cfg.eventsTopic, log)
+		defer topic.Close() // after the worker's last event; before the Pub/Sub client closes
+		written = append(written, topic.Send)
+	}
+	sk, err := startSinks(ctx, cfg.sinks, secrets.access, log)
+	if err != nil {
+		return err
+	}
+	defer sk.stop(log) // after the worker's last event
+	written = append(written, sk.send...)
+	wcfg.Writer.Written = func(b store.EventBatch) {
+		for _, f := range written {
+			f(b)
+		}
+	}
+	if cfg.githubReports {
+		rep := githubstatus.New(githubstatus.Config{
+			JobURL: func(j githubstatus.Job) string { return githubstatus.JobLink(cfg.apiURL, j) },
+		}, githubClient, log)
+		wcfg.Reporter = rep
+		repCtx, repStop := context.WithCancel(context.WithoutCancel(ctx))
+		repDone := make(chan struct{})
+		go func() { defer close(repDone); rep.Run(repCtx) }()
+		defer func() {
+			// After the worker: the jobs handed back at shutdown are
+			// reported too. Then up to 10 s for what GitHub has not got.
+			repStop()
+			<-repDone
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if n := rep.Close(cctx); n > 0 {
+				log.Warn("runner stopped with GitHub reports unsent", "jobs", n)
+			}
+		}()
 	}
 	w, err := worker.New(wcfg, st, pl, pub, log, nil)
 	if err != nil {
@@ -346,12 +427,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 	// GitHub does not retry a delivery that failed (PublicAPI was down):
 	// look for failed ones and have GitHub redeliver them.
-	githubHTTP := &http.Client{Timeout: 30 * time.Second}
-	sweeper, err := redeliver.New(redeliver.Config{Owner: owner}, st, func(token string) *github.Client {
-		c := github.NewClient(githubHTTP).WithAuthToken(token)
-		c.BaseURL = cfg.githubAPIURL
-		return c
-	}, log)
+	sweeper, err := redeliver.New(redeliver.Config{Owner: owner}, st, githubClient, log)
 	if err != nil {
 		return err
 	}
@@ -360,7 +436,8 @@ func run(ctx context.Context, getenv func(string) string) error {
 	defer func() { <-sweepDone }() // before the Firestore client closes
 	sub := queue.NewSubscriber(ps, cfg.subscription, queue.SubscriberOptions{MaxOutstanding: cfg.concurrency, Logger: log})
 	log.Info("runner started", "subscription", cfg.subscription, "concurrency", cfg.concurrency,
-		"cluster", cfg.kube.String(), "health_port", cfg.healthPort)
+		"cluster", cfg.kube.String(), "health_port", cfg.healthPort,
+		"github_reports", cfg.githubReports, "events_topic", cfg.eventsTopic, "sinks", len(sk.send))
 	err = w.Run(ctx, sub)
 	log.Info("runner stopped")
 	return err

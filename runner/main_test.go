@@ -65,6 +65,11 @@ func TestLoadConfig(t *testing.T) {
 			{"kubeconfig-secret", []string{"KGD_KUBECONFIG_SECRET", "projects/p/secrets/kc/versions/3"}, "kubeconfig from projects/p/secrets/kc/versions/3"},
 			{"health", []string{"KGD_HEALTH_PORT", "8080", "KGD_LISTEN_HOST", "0.0.0.0"}, "in-cluster configuration or ~/.kube/config"},
 			{"legacy-builder", []string{"KGD_BUILDER", "legacy"}, "in-cluster configuration or ~/.kube/config"},
+			{"sinks", []string{"KGD_SINK_WEBHOOK_URL", "https://hooks.example.com/kgd", "KGD_SINK_WEBHOOK_KEY", "0123456789abcdef",
+				"KGD_SINK_GRPC_TARGET", "events.example.com:443", "KGD_SINK_GRPC_TOKEN_SECRET", "projects/p/secrets/t/versions/1"}, "in-cluster configuration or ~/.kube/config"},
+			{"loopback-sinks", []string{"KGD_SINK_WEBHOOK_URL", "http://127.0.0.1:9/", "KGD_SINK_WEBHOOK_KEY_SECRET", "projects/p/secrets/k/versions/latest",
+				"KGD_SINK_GRPC_TARGET", "localhost:9", "KGD_SINK_GRPC_INSECURE", "true"}, "in-cluster configuration or ~/.kube/config"},
+			{"reports-and-topic", []string{"KGD_GITHUB_REPORTS", "off", "KGD_API_URL", "https://kgd-api-xyz.a.run.app", "KGD_EVENTS_TOPIC", "off"}, "in-cluster configuration or ~/.kube/config"},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				c, err := loadConfig(with(tt.env...))
@@ -75,6 +80,17 @@ func TestLoadConfig(t *testing.T) {
 					t.Errorf("cluster = %q, want %q", got, tt.kube)
 				}
 			})
+		}
+	})
+	t.Run("outputs", func(t *testing.T) {
+		c, err := loadConfig(with())
+		if err != nil || !c.githubReports || c.eventsTopic != "kgd-events" || c.apiURL != nil || c.sinks.webhookURL != nil || c.sinks.grpcTarget != "" {
+			t.Errorf("defaults: reports %v, topic %q, API URL %v, sinks %+v, %v; want reports on, topic kgd-events, no links, no sinks",
+				c.githubReports, c.eventsTopic, c.apiURL, c.sinks, err)
+		}
+		c, err = loadConfig(with("KGD_GITHUB_REPORTS", "off", "KGD_EVENTS_TOPIC", "off", "KGD_API_URL", "https://api.example"))
+		if err != nil || c.githubReports || c.eventsTopic != "" || c.apiURL.String() != "https://api.example" {
+			t.Errorf("off: reports %v, topic %q, API URL %v, %v", c.githubReports, c.eventsTopic, c.apiURL, err)
 		}
 	})
 	t.Run("builder", func(t *testing.T) {
@@ -115,6 +131,18 @@ func TestLoadConfig(t *testing.T) {
 			{"ca-not-base64", "KGD_KUBE_CA_DATA", []string{"KGD_KUBE_ENDPOINT", "https://10.0.0.1", "KGD_KUBE_CA_DATA", "%%%"}},
 			{"endpoint-and-secret", "KGD_KUBECONFIG_SECRET", []string{"KGD_KUBE_ENDPOINT", "https://10.0.0.1", "KGD_KUBE_CA_DATA", caPEM, "KGD_KUBECONFIG_SECRET", "projects/p/secrets/kc/versions/latest"}},
 			{"kubeconfig-secret-name", "KGD_KUBECONFIG_SECRET", []string{"KGD_KUBECONFIG_SECRET", "kc"}},
+			{"github-reports", "KGD_GITHUB_REPORTS", []string{"KGD_GITHUB_REPORTS", "yes"}},
+			{"api-url", "KGD_API_URL", []string{"KGD_API_URL", "kgd-api"}},
+			{"sink-webhook-http", "KGD_SINK_WEBHOOK_URL", []string{"KGD_SINK_WEBHOOK_URL", "http://hooks.example.com/", "KGD_SINK_WEBHOOK_KEY", "0123456789abcdef"}},
+			{"sink-webhook-userinfo", "KGD_SINK_WEBHOOK_URL", []string{"KGD_SINK_WEBHOOK_URL", "https://u:p@hooks.example.com/", "KGD_SINK_WEBHOOK_KEY", "0123456789abcdef"}},
+			{"sink-webhook-no-key", "KGD_SINK_WEBHOOK_KEY", []string{"KGD_SINK_WEBHOOK_URL", "https://hooks.example.com/"}},
+			{"sink-webhook-short-key", "KGD_SINK_WEBHOOK_KEY", []string{"KGD_SINK_WEBHOOK_URL", "https://hooks.example.com/", "KGD_SINK_WEBHOOK_KEY", "short"}},
+			{"sink-webhook-two-keys", "KGD_SINK_WEBHOOK_KEY_SECRET", []string{"KGD_SINK_WEBHOOK_URL", "https://hooks.example.com/", "KGD_SINK_WEBHOOK_KEY", "0123456789abcdef", "KGD_SINK_WEBHOOK_KEY_SECRET", "projects/p/secrets/k/versions/1"}},
+			{"sink-webhook-key-alone", "KGD_SINK_WEBHOOK_KEY", []string{"KGD_SINK_WEBHOOK_KEY", "0123456789abcdef"}},
+			{"sink-grpc-target", "KGD_SINK_GRPC_TARGET", []string{"KGD_SINK_GRPC_TARGET", "events.example.com"}},
+			{"sink-grpc-plaintext-remote", "KGD_SINK_GRPC_INSECURE", []string{"KGD_SINK_GRPC_TARGET", "events.example.com:80", "KGD_SINK_GRPC_INSECURE", "true"}},
+			{"sink-grpc-token-alone", "KGD_SINK_GRPC_TARGET", []string{"KGD_SINK_GRPC_TOKEN", "t"}},
+			{"sink-grpc-token-secret-name", "KGD_SINK_GRPC_TOKEN_SECRET", []string{"KGD_SINK_GRPC_TARGET", "events.example.com:443", "KGD_SINK_GRPC_TOKEN_SECRET", "t"}},
 		} {
 			t.Run(tt.name, func(t *testing.T) {
 				_, err := loadConfig(with(tt.env...))
