@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+	"cloud.google.com/go/pubsub/v2"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -60,7 +61,7 @@ func buildBinaries(t testing.TB) string {
 // functions, runner and API binaries, the local control plane, a
 // registry, the GitHub stand-in, the Docker Engine — on free ports, with
 // demo/hello created, signed in and tracked as make demo does.
-func startStack(t testing.TB, ctx context.Context, logs io.Writer) (*localstack.Stack, *demo.Demo) {
+func startStack(t testing.TB, ctx context.Context, logs io.Writer, env ...string) (*localstack.Stack, *demo.Demo) {
 	t.Helper()
 	cfg, err := localstack.LoadConfig(func(string) string { return "" })
 	if err != nil {
@@ -73,6 +74,7 @@ func startStack(t testing.TB, ctx context.Context, logs io.Writer) (*localstack.
 	// A data race in a real binary stops it, and with it the test.
 	t.Setenv("GORACE", "halt_on_error=1")
 	cfg.LogDir = t.TempDir()
+	cfg.Env = append(cfg.Env, env...)
 	st, err := localstack.Start(ctx, cfg, logs)
 	if err != nil {
 		t.Fatalf("Start: %v", err)
@@ -98,8 +100,20 @@ func startStack(t testing.TB, ctx context.Context, logs io.Writer) (*localstack.
 func TestEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	st, d := startStack(t, ctx, t.Output())
+	// The operator's event sinks, on loopback.
+	hooks, sinkStreams := newHookReceiver(t), newGRPCReceiver(t)
+	st, d := startStack(t, ctx, t.Output(),
+		"KGD_SINK_WEBHOOK_URL="+hooks.URL+"/kgd-events", "KGD_SINK_WEBHOOK_KEY="+hookKey,
+		"KGD_SINK_GRPC_TARGET="+sinkStreams.addr, "KGD_SINK_GRPC_INSECURE=true")
 	cfg := st.Config
+	ps, err := pubsub.NewClient(ctx, cfg.Project)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ps.Close()
+	if err := localstack.SubscribeEvents(ctx, ps, cfg.Project, "e2e-events"); err != nil {
+		t.Fatal(err)
+	}
 	rest, err := clientcmd.BuildConfigFromFlags("", st.Kubeconfig)
 	if err != nil {
 		t.Fatal(err)
@@ -217,9 +231,11 @@ func TestEndToEnd(t *testing.T) {
 	defer fs.Close()
 
 	var first *demo.Iteration
+	var firstPush, brokenPush *demo.Pushed
 	var lastRef string
 	t.Run("push", func(t *testing.T) {
 		p := push(t, "first", nil)
+		firstPush = p
 		first = wait(t, p)
 		if first.Status != "Succeeded" {
 			t.Fatalf("%s; want Succeeded", first)
@@ -396,6 +412,7 @@ func TestEndToEnd(t *testing.T) {
 		p := push(t, "broken", func(files map[string][]byte) {
 			files["kube-git-deploy.toml"] = []byte("[hello]\n[[docker]]\ndirectory = \"./app\n")
 		})
+		brokenPush = p
 		it := wait(t, p)
 		if it.Status != "Failed" || it.Err.GetErrCode() != enumspb.StatusCode_CONFIG_FILE_PARSING_ERR ||
 			!strings.Contains(it.Err.GetMessage(), "kube-git-deploy.toml:3") {
@@ -406,6 +423,13 @@ func TestEndToEnd(t *testing.T) {
 				t.Errorf("a broken configuration built or deployed: %s", e.GetEntry())
 			}
 		}
+	})
+	t.Run("outputs", func(t *testing.T) {
+		if firstPush == nil || brokenPush == nil || first == nil {
+			t.Fatal("the first or the broken push failed")
+		}
+		checkOutputs(t, ctx, outputs{st: st, fs: fs, ps: ps, hooks: hooks, streams: sinkStreams, api: api,
+			ok: firstPush, failed: brokenPush, namespace: store.DefaultNamespace(owner, repo)})
 	})
 	t.Run("untrack", func(t *testing.T) {
 		hooks := st.GitHub.Hooks(owner, repo)

@@ -369,7 +369,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 
 	// Where every stored event goes besides Firestore: the runner's log
 	// (seed-002 envelopes), the events topic, the operator's sinks.
-	var written []func(store.EventBatch)
+	var written, replayed []func(store.EventBatch)
 	if cfg.eventLog {
 		written = append(written, eventlog.LogTo(log))
 	}
@@ -382,15 +382,25 @@ func run(ctx context.Context, getenv func(string) string) error {
 		topic := eventtopic.New(ps, cfg.eventsTopic, log)
 		defer topic.Close() // after the worker's last event; before the Pub/Sub client closes
 		written = append(written, topic.Send)
+		replayed = append(replayed, topic.Send)
+		wcfg.Flush = topic.Flush
 	}
 	sk, err := startSinks(ctx, cfg.sinks, secrets.access, log)
 	if err != nil {
 		return err
 	}
 	defer sk.stop(log) // after the worker's last event
-	written = append(written, sk.send...)
+	written, replayed = append(written, sk.send...), append(replayed, sk.send...)
 	wcfg.Writer.Written = func(b store.EventBatch) {
 		for _, f := range written {
+			f(b)
+		}
+	}
+	// A job taken over from a dead runner: its stored events go out again
+	// (not to the log, which has them), in case the dead runner had not
+	// passed its last ones on.
+	wcfg.Replay = func(b store.EventBatch) {
+		for _, f := range replayed {
 			f(b)
 		}
 	}

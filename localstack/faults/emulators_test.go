@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/kube-git-deploy/kube-git-deploy/localstack"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/emulator"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/queue"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
@@ -303,4 +304,45 @@ func (p *proxy) resume(t *testing.T) {
 	p.l = l
 	p.mu.Unlock()
 	go p.serve(l)
+}
+
+// watchEvents subscribes to the scenario's events topic (on the emulator
+// at host) before anything happens, and returns a check to call once job
+// id has ended: the topic had every event the job stored, in order —
+// exactly once, or, after a runner was killed, at least once (the runner
+// that took the job over passes the dead one's events on again).
+func (s *scenario) watchEvents(host, subscription string) func(id string, exactlyOnce bool) {
+	s.t.Helper()
+	ps, err := pubsub.NewClient(s.ctx, s.st.Config.Project, option.WithEndpoint(host), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() { ps.Close() })
+	if err := localstack.SubscribeEvents(s.ctx, ps, s.st.Config.Project, subscription); err != nil {
+		s.t.Fatal(err)
+	}
+	return func(id string, exactlyOnce bool) {
+		s.t.Helper()
+		batches, err := s.store.JobBatches(s.ctx, id)
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		n := localstack.Sequences(batches)
+		ctx, cancel := context.WithTimeout(s.ctx, stepTimeout)
+		defer cancel()
+		got, err := localstack.ReceiveEvents(ctx, ps, subscription, func(got map[string][]localstack.TopicEvent) bool {
+			return len(localstack.FirstOccurrences(got[id])) >= n
+		})
+		if err != nil {
+			s.t.Fatalf("events topic: %d distinct of the job's %d events before %v", len(localstack.FirstOccurrences(got[id])), n, err)
+		}
+		events := got[id]
+		if !exactlyOnce {
+			events = localstack.FirstOccurrences(events)
+		}
+		if err := localstack.CheckTopicEvents(events, batches); err != nil {
+			s.t.Errorf("events topic, job %s: %v", id, err)
+		}
+	}
 }

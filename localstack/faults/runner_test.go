@@ -24,6 +24,7 @@ const takeoverReason = "the runner working on this job stopped"
 // the orphaned build; the next push succeeds.
 func testRunnerKilledMidBuild(t *testing.T, e *env) {
 	s := start(t, e, "killbuild", options{})
+	checkEvents := s.watchEvents(s.st.Config.PubSubHost, "killbuild-events")
 	gate := token()
 	p := s.pushJob(commit{gate: gate})
 	s.waitBuilding(p.JobID)
@@ -53,6 +54,7 @@ func testRunnerKilledMidBuild(t *testing.T, e *env) {
 		t.Errorf("iteration: %s; want Failed, UNKNOWN_ERROR, naming the takeover", it)
 	}
 	s.gateIdle(gate) // the engine dropped the orphaned build
+	checkEvents(p.JobID, false)
 
 	next := s.pushJob(commit{})
 	it = s.succeeded(next.JobID)
@@ -60,7 +62,8 @@ func testRunnerKilledMidBuild(t *testing.T, e *env) {
 		t.Errorf("deployment runs %s, the next push built %s", img, builtImage(it))
 	}
 	fault(t, "runner SIGKILLed mid-build; runner-2 took the job over and ended it Failed (UNKNOWN_ERROR, "+
-		"\""+takeoverReason+"\"); the engine dropped the orphaned build; the next push deployed", killed)
+		"\""+takeoverReason+"\"), passing the dead runner's events on to the events topic again (each at least once, in order); "+
+		"the engine dropped the orphaned build; the next push deployed", killed)
 }
 
 // testRunnerKilledMidDeploy SIGKILLs the runner while Helm waits in a
@@ -126,6 +129,7 @@ func testRunnerKilledMidDeploy(t *testing.T, e *env) {
 // job again from the start and it succeeds, having deployed once.
 func testRunnerTerminatedMidJob(t *testing.T, e *env) {
 	s := start(t, e, "sigterm", options{})
+	checkEvents := s.watchEvents(s.st.Config.PubSubHost, "sigterm-events")
 	if _, err := s.st.StartRunner(s.ctx, "runner-2", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +180,11 @@ func testRunnerTerminatedMidJob(t *testing.T, e *env) {
 			t.Errorf("the iteration has a DevLoop Failed event (%s) before it succeeded", dl.GetErr().GetErrCode())
 		}
 	}
+	// The events topic had each of the job's events once, in order,
+	// though two runners published them.
+	checkEvents(p.JobID, true)
 	fault(t, "runner SIGTERMed mid-build; it handed the job back and exited 0; runner-2 ran it again from the start "+
-		"and it succeeded, deployed once (one iteration, no Failed event)", stopped)
+		"and it succeeded, deployed once (one iteration, no Failed event; each event once on the events topic)", stopped)
 }
 
 // takeoverRunner starts runner-2, to take over the jobs of a runner that

@@ -21,14 +21,22 @@
 // Messages are published once their events are stored (Publisher.Send is
 // a store.WriterOptions.Written hook), in store order, without blocking the
 // job: the Pub/Sub client batches and sends them in the background, and
-// Close waits for what is under way. A publish that fails after the
+// Close waits for what is under way. A runner that hands a job back at
+// shutdown flushes first, so the next runner's events of the job come
+// after its own: across such a restart every event is published exactly
+// once, in order. A runner that is killed may not have published its last
+// events; the runner that takes the job over publishes the job's stored
+// events again (the worker's Replay) before ending it, so none is lost and
+// some may come twice: the sequence attribute identifies an event. A publish that fails after the
 // client's own retries pauses the job's ordering key; the Publisher logs
 // it, resumes the key and carries on, so one failure never stops a job's
 // later events (the failed ones are counted in Stats and missing).
 package eventtopic
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -132,6 +140,14 @@ func (p *Publisher) Send(b store.EventBatch) {
 // handed to the client in order.
 func (p *Publisher) publish(repo, jobID string, seq int64, schema, kind string, m proto.Message) {
 	data, err := protojson.Marshal(m)
+	if err == nil {
+		// protojson varies its spacing on purpose; one compact line is
+		// the --event-log-file form.
+		var buf bytes.Buffer
+		if err = json.Compact(&buf, data); err == nil {
+			data = buf.Bytes()
+		}
+	}
 	if err != nil {
 		p.failed.Add(1)
 		p.log.Error("could not encode an event for the events topic", logging.KeyJobID, jobID, logging.KeyErr, err.Error())
@@ -159,6 +175,11 @@ func (p *Publisher) publish(repo, jobID string, seq int64, schema, kind string, 
 		p.published.Add(1)
 	})
 }
+
+// Flush returns once every event sent so far is published (or failed):
+// call it before another runner may continue a job, so that the job's
+// events reach the topic in order.
+func (p *Publisher) Flush() { p.p.Flush() }
 
 // Close publishes what was sent, waits for it (Pub/Sub's own retries
 // included) and stops the client. Send drops batches afterwards.

@@ -1,7 +1,9 @@
 package eventtopic_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -142,6 +144,10 @@ func TestPublish(t *testing.T) {
 		r := received{a[eventtopic.AttrJobID], a[eventtopic.AttrRepository], a[eventtopic.AttrSchema], a[eventtopic.AttrKind], seq}
 		if m.OrderingKey != r.Job {
 			t.Errorf("message of job %s has ordering key %q", r.Job, m.OrderingKey)
+		}
+		var compact bytes.Buffer
+		if err := json.Compact(&compact, m.Data); err != nil || !bytes.Equal(compact.Bytes(), m.Data) {
+			t.Errorf("message data is not one compact JSON object: %s (%v)", m.Data, err)
 		}
 		if dataSeq := sequenceOf(t, r.Schema, m.Data); dataSeq != seq {
 			t.Errorf("message data has kgdSequence %d, attribute %d", dataSeq, seq)

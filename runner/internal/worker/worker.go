@@ -68,6 +68,15 @@ type Config struct {
 	// Reporter, when set, is told of each job's progress and end for
 	// repositories with GitHub reports on (commit statuses, Deployments).
 	Reporter Reporter
+	// Flush, when set, is called before a job is handed back at shutdown:
+	// whatever Writer.Written sent events to must have them before
+	// another runner continues the job (the events topic).
+	Flush func()
+	// Replay, when set, is given every stored batch of a job taken over
+	// from a runner that died, before its end is recorded: the dead runner
+	// may not have passed its last batches on (the events topic, the
+	// sinks), so they are passed on again, at least once.
+	Replay func(store.EventBatch)
 	// Refs, when set, is asked before a push is built whether its ref still
 	// points at its commit; if not, the job ends superseded and deploys
 	// nothing (a newer push, or a replay of an old one).
@@ -155,6 +164,9 @@ func (w *Worker) Handle(ctx context.Context, m job.Message, d queue.Delivery) er
 		return err
 	}
 	if status == handBack {
+		if w.cfg.Flush != nil {
+			w.cfg.Flush()
+		}
 		hctx, hcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer hcancel()
 		if err := w.store.HandBackJob(hctx, j.ID, w.cfg.Owner); err != nil {
@@ -231,6 +243,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 	ej := eventJob(j)
 	if history.NextChunk > 0 && !j.HandedBack {
 		// Taken over mid-run: end the iteration honestly.
+		w.replay(ctx, j.ID, log)
 		msg := fmt.Sprintf("the runner working on this job stopped (attempt %d); the job was not finished", j.Attempts-1)
 		info := &event.ErrorInfo{Code: enumspb.StatusCode_UNKNOWN_ERROR, Message: msg,
 			Suggestions: []event.Suggestion{{Code: enumspb.SuggestionCode_OPEN_ISSUE, Action: "Push again to retry"}}}
@@ -342,6 +355,21 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		rep.finished(githubstatus.Failure, msg)
 	}
 	return status, msg, nil
+}
+
+// replay passes the stored batches of job id to Replay.
+func (w *Worker) replay(ctx context.Context, id string, log *slog.Logger) {
+	if w.cfg.Replay == nil {
+		return
+	}
+	batches, err := w.store.JobBatches(ctx, id)
+	if err != nil {
+		log.WarnContext(ctx, "could not read a taken-over job's events to pass them on again", logging.KeyErr, err.Error())
+		return
+	}
+	for _, b := range batches {
+		w.cfg.Replay(b)
+	}
 }
 
 // successMessage describes a successful job in a line.

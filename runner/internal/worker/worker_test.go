@@ -198,6 +198,13 @@ func TestShutdownHandsTheJobBack(t *testing.T) {
 	j, m := e.newJob(t, "d-sd")
 	br := &blockingRunner{started: make(chan struct{})}
 	a := e.worker(t, "runner-a", br, &recordingPublisher{}, e.now)
+	flushed := 0 // the events topic is flushed before the job goes back
+	a.cfg.Flush = func() {
+		if got, _ := e.store.Job(e.ctx, j.ID); got.HandedBack {
+			t.Error("Flush after the job was handed back; want before")
+		}
+		flushed++
+	}
 	shutdown, stop := context.WithCancel(e.ctx)
 	errc := make(chan error, 1)
 	go func() { errc <- a.Handle(shutdown, m, queue.Delivery{Attempt: 1}) }()
@@ -209,6 +216,9 @@ func TestShutdownHandsTheJobBack(t *testing.T) {
 	got, _ := e.store.Job(e.ctx, j.ID)
 	if got.Status != store.StatusQueued || !got.HandedBack || got.LeaseOwner != "" {
 		t.Fatalf("job after shutdown = %s handed back %v lease %q; want queued, handed back, no lease", got.Status, got.HandedBack, got.LeaseOwner)
+	}
+	if flushed != 1 {
+		t.Errorf("Flush called %d times before the hand-back, want once", flushed)
 	}
 	// The redelivered message runs the job again on another runner.
 	r := &countingRunner{}
@@ -275,6 +285,8 @@ func TestRunnerDiedMidJob(t *testing.T) {
 	}
 	// Two minutes later the lease has expired: the sweep puts it back.
 	later := e.worker(t, "runner-b", r, pub, e.now.Add(2*time.Minute))
+	var replayed []store.EventBatch // what the dead runner stored, passed on again
+	later.cfg.Replay = func(b store.EventBatch) { replayed = append(replayed, b) }
 	if err := later.Sweep(e.ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -304,6 +316,18 @@ func TestRunnerDiedMidJob(t *testing.T) {
 	}
 	if n := countDevLoop(h.V1); n != 2 {
 		t.Errorf("%d DevLoop events, want 2 (In Progress, Failed)", n)
+	}
+	// The dead runner's events were passed on again (they may not have
+	// reached the events topic), before the takeover's end was stored.
+	var v1 []*v1pb.LogEntry
+	for _, b := range replayed {
+		if len(b.V1Seq) != len(b.V1) {
+			t.Errorf("replayed batch %d has %d events and %d sequence numbers", b.Chunk, len(b.V1), len(b.V1Seq))
+		}
+		v1 = append(v1, b.V1...)
+	}
+	if len(v1) != 2 || countDevLoop(v1) != 1 || v1[1].GetEvent().GetDevLoopEvent().GetStatus() != event.InProgress {
+		t.Errorf("replayed %d v1 events (%v), want the dead runner's Meta and DevLoop In Progress", len(v1), v1)
 	}
 }
 
