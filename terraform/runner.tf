@@ -20,6 +20,13 @@ locals {
   kubeconfig        = var.kubeconfig_secret != ""
   kubeconfig_secret = startswith(var.kubeconfig_secret, "projects/") ? var.kubeconfig_secret : "projects/${var.project_id}/secrets/${var.kubeconfig_secret}"
 
+  # The operator's event sinks (docs/exports.md): their keys are read from
+  # Secret Manager by the runner, never written into its environment.
+  sink_secrets = {
+    for k, v in { webhook_key = var.event_webhook_key_secret, grpc_token = var.event_grpc_token_secret } :
+    k => startswith(v, "projects/") ? v : "projects/${var.project_id}/secrets/${v}" if v != ""
+  }
+
   # Regional groups accept a fixed surge of 0 or at least the number of
   # zones they span; no region has more than 4, so 4 is valid wherever
   # Compute Engine puts the VMs. Updates replace VMs 4 at a time, never
@@ -52,6 +59,13 @@ locals {
       KGD_KUBE_CA_DATA  = local.gke_cluster.master_auth[0].cluster_ca_certificate
     },
     local.kubeconfig ? { KGD_KUBECONFIG_SECRET = "${local.kubeconfig_secret}/versions/latest" } : {},
+    # Without a key the instance template's precondition stops the plan.
+    var.event_webhook_url == "" || var.event_webhook_key_secret == "" ? {} : {
+      KGD_SINK_WEBHOOK_URL        = var.event_webhook_url
+      KGD_SINK_WEBHOOK_KEY_SECRET = "${local.sink_secrets["webhook_key"]}/versions/latest"
+    },
+    var.event_grpc_target == "" ? {} : { KGD_SINK_GRPC_TARGET = var.event_grpc_target },
+    var.event_grpc_target != "" && var.event_grpc_token_secret != "" ? { KGD_SINK_GRPC_TOKEN_SECRET = "${local.sink_secrets["grpc_token"]}/versions/latest" } : {},
   )
   runner_env_file = join("", [for k, v in local.runner_env : "${k}=${v}\n"])
 
@@ -118,6 +132,7 @@ resource "google_secret_manager_secret_iam_member" "runner" {
   for_each = local.runner ? merge(
     { encryption_key = google_secret_manager_secret.encryption_key.id },
     local.kubeconfig ? { kubeconfig = local.kubeconfig_secret } : {},
+    local.sink_secrets,
   ) : {}
   secret_id = each.value
   role      = "roles/secretmanager.secretAccessor"
@@ -213,6 +228,10 @@ resource "google_compute_region_instance_template" "runner" {
     precondition {
       condition     = var.runner_min_replicas <= var.runner_max_replicas
       error_message = "runner_min_replicas must not exceed runner_max_replicas."
+    }
+    precondition {
+      condition     = (var.event_webhook_url == "") == (var.event_webhook_key_secret == "")
+      error_message = "Set event_webhook_url and event_webhook_key_secret together: the webhook sink signs every delivery."
     }
   }
   depends_on = [google_project_service.this]

@@ -262,3 +262,47 @@ variable "apps_repository_readers" {
   type        = list(string)
   default     = []
 }
+
+variable "event_webhook_url" {
+  description = "An https:// endpoint of yours that receives every job event as HMAC-signed seed-002 envelopes (the runner's webhook sink, docs/exports.md); empty: none. Requires event_webhook_key_secret."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.event_webhook_url == "" || can(regex("^https://[^/@\\s]+(/\\S*)?$", var.event_webhook_url))
+    error_message = "event_webhook_url must be an https:// URL without user info."
+  }
+}
+
+variable "event_webhook_key_secret" {
+  description = "Id (or projects/P/secrets/S name) of an existing Secret Manager secret whose latest version is the webhook sink's HMAC key (at least 16 bytes); the runner may read it."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^((projects/[a-z0-9-]+/secrets/)?[A-Za-z0-9_-]+)?$", var.event_webhook_key_secret))
+    error_message = "event_webhook_key_secret must be a secret id or projects/PROJECT/secrets/ID (no /versions/...)."
+  }
+}
+
+variable "event_grpc_target" {
+  description = "host:port of a kgd.sink.v1.EventSink service of yours that receives every job's Skaffold v2 events over TLS (the runner's gRPC sink, docs/exports.md); empty: none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.event_grpc_target == "" || can(regex("^[A-Za-z0-9.-]+:[0-9]{1,5}$", var.event_grpc_target))
+    error_message = "event_grpc_target must be host:port."
+  }
+}
+
+variable "event_grpc_token_secret" {
+  description = "Id (or projects/P/secrets/S name) of an existing Secret Manager secret whose latest version is a bearer token the gRPC sink sends; empty: none."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = can(regex("^((projects/[a-z0-9-]+/secrets/)?[A-Za-z0-9_-]+)?$", var.event_grpc_token_secret))
+    error_message = "event_grpc_token_secret must be a secret id or projects/PROJECT/secrets/ID (no /versions/...)."
+  }
+}

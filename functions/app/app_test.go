@@ -151,6 +151,27 @@ func (e *env) signIn(t *testing.T, login string) map[string]any {
 	return body
 }
 
+// TestMissingScopes tells a user who grants less than asked (or whose
+// grant GitHub normalised: repo includes repo:status and repo_deployment)
+// what the runner will lack.
+func TestMissingScopes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for granted, want := range map[string]string{
+		"admin:repo_hook": "[repo:status repo_deployment]",
+		"admin:repo_hook,repo:status,repo_deployment": "[]",
+		"admin:repo_hook,repo":                        "[]",
+		"repo":                                        "[admin:repo_hook]",
+	} {
+		e.gh.SignInAs("octo", granted)
+		_, lb := e.call(t, "GET", e.private.URL+"/api/v0/github/login_url")
+		code, body := e.call(t, "GET", lb["login_url"].(string))
+		if got := fmt.Sprint(body["missing_scopes"]); code != http.StatusOK || got != want {
+			t.Errorf("granted %s: %d, missing_scopes = %s, want %s", granted, code, got, want)
+		}
+	}
+}
+
 func TestHealth(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -184,7 +205,7 @@ func TestOAuth(t *testing.T) {
 	q := u.Query()
 	checks := map[string]string{
 		"client_id": "client-id", "redirect_uri": e.private.URL + "/api/v0/github/oauth_callback",
-		"scope": "admin:repo_hook", "code_challenge_method": "S256", "response_type": "code",
+		"scope": "admin:repo_hook repo:status repo_deployment", "code_challenge_method": "S256", "response_type": "code",
 	}
 	for k, want := range checks {
 		if got := q.Get(k); got != want {
@@ -196,7 +217,7 @@ func TestOAuth(t *testing.T) {
 	}
 
 	// Complete this flow by hand, so the test holds the callback URL.
-	e.gh.SignInAs("octo", "admin:repo_hook")
+	e.gh.SignInAs("octo", "admin:repo_hook,repo:status,repo_deployment")
 	noFollow := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := noFollow.Get(u.String())
 	if err != nil {

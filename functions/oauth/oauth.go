@@ -41,11 +41,15 @@ import (
 	"github.com/kube-git-deploy/kube-git-deploy/shared/store"
 )
 
-// Scopes requested: admin:repo_hook creates and deletes webhooks; repo is
+// Scopes requested: admin:repo_hook creates and deletes webhooks;
+// repo:status and repo_deployment let the runner post commit statuses and
+// Deployments (they grant no access to code); repo, which includes both, is
 // added only when private repositories must be cloned.
 const (
-	ScopeHooks   = "admin:repo_hook"
-	ScopePrivate = "repo"
+	ScopeHooks       = "admin:repo_hook"
+	ScopeStatuses    = "repo:status"
+	ScopeDeployments = "repo_deployment"
+	ScopePrivate     = "repo"
 )
 
 // Store is the persistence the handler needs.
@@ -109,7 +113,7 @@ func New(cfg Config, st Store, client func(token string) *github.Client, httpCli
 		now = time.Now
 	}
 	base := strings.TrimSuffix(cfg.WebURL, "/")
-	scopes := []string{ScopeHooks}
+	scopes := []string{ScopeHooks, ScopeStatuses, ScopeDeployments}
 	if cfg.PrivateRepos {
 		scopes = append(scopes, ScopePrivate)
 	}
@@ -199,7 +203,8 @@ func (h *Handler) handleCallback(w http.ResponseWriter, r *http.Request) error {
 	}
 	var missing []string
 	for _, s := range h.oauth.Scopes {
-		if !slices.Contains(scopes, s) {
+		covered := (s == ScopeStatuses || s == ScopeDeployments) && slices.Contains(scopes, ScopePrivate)
+		if !slices.Contains(scopes, s) && !covered {
 			missing = append(missing, s)
 		}
 	}

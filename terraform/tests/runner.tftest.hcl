@@ -204,6 +204,47 @@ run "runner_env" {
   }
 }
 
+run "event_sinks" {
+  command = plan
+  variables {
+    event_webhook_url        = "https://hooks.example.com/kgd"
+    event_webhook_key_secret = "kgd-sink-key"
+    event_grpc_target        = "events.example.com:443"
+    event_grpc_token_secret  = "projects/other/secrets/kgd-sink-token"
+  }
+
+  assert {
+    condition = toset([for l in split("\n", trimsuffix(one([for f in yamldecode(google_compute_region_instance_template.runner[0].metadata["user-data"]).write_files : f.content if f.path == "/etc/kgd/runner.env"]), "\n")) : l if startswith(l, "KGD_SINK_")]) == toset([
+      "KGD_SINK_WEBHOOK_URL=https://hooks.example.com/kgd",
+      "KGD_SINK_WEBHOOK_KEY_SECRET=projects/kgd-test/secrets/kgd-sink-key/versions/latest",
+      "KGD_SINK_GRPC_TARGET=events.example.com:443",
+      "KGD_SINK_GRPC_TOKEN_SECRET=projects/other/secrets/kgd-sink-token/versions/latest",
+    ])
+    error_message = "the sinks reach the runner's environment as addresses and Secret Manager names"
+  }
+  assert {
+    condition     = toset(keys(google_secret_manager_secret_iam_member.runner)) == toset(["encryption_key", "webhook_key", "grpc_token"]) && google_secret_manager_secret_iam_member.runner["grpc_token"].secret_id == "projects/other/secrets/kgd-sink-token"
+    error_message = "the runner reads the sinks' secrets, and only them besides the encryption key"
+  }
+}
+
+run "webhook_sink_needs_a_key" {
+  command = plan
+  variables {
+    event_webhook_url = "https://hooks.example.com/kgd"
+  }
+  expect_failures = [google_compute_region_instance_template.runner]
+}
+
+run "webhook_sink_https_only" {
+  command = plan
+  variables {
+    event_webhook_url        = "http://hooks.example.com/kgd"
+    event_webhook_key_secret = "k"
+  }
+  expect_failures = [var.event_webhook_url]
+}
+
 run "runner_iam_gke" {
   command = plan
 
