@@ -380,7 +380,15 @@ func run(ctx context.Context, getenv func(string) string) error {
 			}
 		}
 		topic := eventtopic.New(ps, cfg.eventsTopic, log)
-		defer topic.Close() // after the worker's last event; before the Pub/Sub client closes
+		defer func() {
+			// After the worker's last event; before the Pub/Sub client
+			// closes. Bounded: Pub/Sub may be unreachable at shutdown.
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := topic.Close(cctx); err != nil {
+				log.Warn("runner stopping: events not published", logging.KeyErr, err.Error())
+			}
+		}()
 		written = append(written, topic.Send)
 		replayed = append(replayed, topic.Send)
 		wcfg.Flush = topic.Flush

@@ -182,14 +182,26 @@ func (p *Publisher) publish(repo, jobID string, seq int64, schema, kind string, 
 func (p *Publisher) Flush() { p.p.Flush() }
 
 // Close publishes what was sent, waits for it (Pub/Sub's own retries
-// included) and stops the client. Send drops batches afterwards.
-func (p *Publisher) Close() {
+// included) and stops the client; Send drops batches afterwards. It gives
+// up waiting when ctx ends (Pub/Sub unreachable at shutdown) and says how
+// many events it had not seen published by then.
+func (p *Publisher) Close(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
 	p.mu.Unlock()
-	p.p.Flush()
-	p.wg.Wait()
-	p.p.Stop()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		p.p.Flush()
+		p.wg.Wait()
+		p.p.Stop()
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("events topic: stopped waiting for publishes: %w", ctx.Err())
+	}
 }
 
 func seqAt(s []int64, i int) int64 {

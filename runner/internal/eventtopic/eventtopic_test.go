@@ -117,7 +117,9 @@ func TestPublish(t *testing.T) {
 			first.Send(bs[c])
 		}
 	}
-	first.Close()
+	if err := first.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	first.Send(all[0][2]) // after Close: dropped, not published
 	second := eventtopic.New(client, eventtopic.DefaultTopic, log)
 	for c := 2; c < 4; c++ {
@@ -125,7 +127,9 @@ func TestPublish(t *testing.T) {
 			second.Send(bs[c])
 		}
 	}
-	second.Close()
+	if err := second.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
 	total := 0
 	for _, w := range want {
 		total += len(w)
