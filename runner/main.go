@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -368,8 +369,20 @@ func run(ctx context.Context, getenv func(string) string) error {
 	}
 
 	// Where every stored event goes besides Firestore: the runner's log
-	// (seed-002 envelopes), the events topic, the operator's sinks.
+	// (seed-002 envelopes), the events topic, the operator's sinks; and
+	// the jobs' reports to GitHub. All are sent in the background; at
+	// shutdown, after the worker, they get the same 10 s to finish.
 	var written, replayed []func(store.EventBatch)
+	var drains []func(context.Context)
+	defer func() {
+		dctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		var wg sync.WaitGroup
+		for _, d := range drains {
+			wg.Go(func() { d(dctx) })
+		}
+		wg.Wait()
+	}()
 	if cfg.eventLog {
 		written = append(written, eventlog.LogTo(log))
 	}
@@ -380,15 +393,11 @@ func run(ctx context.Context, getenv func(string) string) error {
 			}
 		}
 		topic := eventtopic.New(ps, cfg.eventsTopic, log)
-		defer func() {
-			// After the worker's last event; before the Pub/Sub client
-			// closes. Bounded: Pub/Sub may be unreachable at shutdown.
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := topic.Close(cctx); err != nil {
+		drains = append(drains, func(ctx context.Context) {
+			if err := topic.Close(ctx); err != nil {
 				log.Warn("runner stopping: events not published", logging.KeyErr, err.Error())
 			}
-		}()
+		})
 		written = append(written, topic.Send)
 		replayed = append(replayed, topic.Send)
 		wcfg.Flush = topic.Flush
@@ -397,7 +406,7 @@ func run(ctx context.Context, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
-	defer sk.stop(log) // after the worker's last event
+	drains = append(drains, func(ctx context.Context) { sk.stop(ctx, log) })
 	written, replayed = append(written, sk.send...), append(replayed, sk.send...)
 	wcfg.Writer.Written = func(b store.EventBatch) {
 		for _, f := range written {
@@ -420,17 +429,15 @@ func run(ctx context.Context, getenv func(string) string) error {
 		repCtx, repStop := context.WithCancel(context.WithoutCancel(ctx))
 		repDone := make(chan struct{})
 		go func() { defer close(repDone); rep.Run(repCtx) }()
-		defer func() {
+		drains = append(drains, func(ctx context.Context) {
 			// After the worker: the jobs handed back at shutdown are
-			// reported too. Then up to 10 s for what GitHub has not got.
+			// reported too.
 			repStop()
 			<-repDone
-			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if n := rep.Close(cctx); n > 0 {
+			if n := rep.Close(ctx); n > 0 {
 				log.Warn("runner stopped with GitHub reports unsent", "jobs", n)
 			}
-		}()
+		})
 	}
 	w, err := worker.New(wcfg, st, pl, pub, log, nil)
 	if err != nil {

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/sink"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
@@ -134,14 +133,14 @@ func startSinks(ctx context.Context, c sinkConfig, access func(context.Context, 
 		if c.grpcTokenSecret != "" {
 			b, err := access(ctx, c.grpcTokenSecret)
 			if err != nil {
-				s.stop(log)
+				s.stop(ctx, log)
 				return nil, fmt.Errorf("KGD_SINK_GRPC_TOKEN_SECRET: %w", err)
 			}
 			token = strings.TrimSpace(string(b))
 		}
 		g, err := sink.NewGRPC(sink.GRPCConfig{Target: c.grpcTarget, Insecure: c.grpcInsecure, Token: token}, log)
 		if err != nil {
-			s.stop(log)
+			s.stop(ctx, log)
 			return nil, fmt.Errorf("KGD_SINK_GRPC_TARGET: %w", err)
 		}
 		s.send, s.close = append(s.send, g.Send), append(s.close, g.Close)
@@ -149,10 +148,8 @@ func startSinks(ctx context.Context, c sinkConfig, access func(context.Context, 
 	return s, nil
 }
 
-// stop delivers what the sinks hold, for up to 10 s, and stops them.
-func (s *sinks) stop(log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+// stop delivers what the sinks hold until ctx ends, and stops them.
+func (s *sinks) stop(ctx context.Context, log *slog.Logger) {
 	for _, c := range s.close {
 		if err := c(ctx); err != nil {
 			log.Warn("runner stopping: an event sink was not sent everything", logging.KeyErr, err.Error())
