@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sort"
@@ -696,4 +697,34 @@ func fault(t *testing.T, happened string, since time.Time) {
 	t.Helper()
 	_, name, _ := strings.Cut(t.Name(), "/") // without TestFaults/
 	t.Logf("FAULT %s: %s; recovered in %s", name, happened, time.Since(since).Round(100*time.Millisecond))
+}
+
+// githubDeploymentEnds waits until job id has deployments on the GitHub
+// stand-in (found by the job in their payload) and the latest status of
+// each is state.
+func (s *scenario) githubDeploymentEnds(id, state string) {
+	s.t.Helper()
+	deadline := time.Now().Add(stepTimeout)
+	for {
+		var found, ended int
+		for _, d := range s.st.GitHub.Deployments(s.owner, s.name) {
+			var payload struct {
+				Job string `json:"job"`
+			}
+			if json.Unmarshal(d.Payload, &payload) != nil || payload.Job != id {
+				continue
+			}
+			found++
+			if n := len(d.Statuses); n > 0 && d.Statuses[n-1].State == state {
+				ended++
+			}
+		}
+		if found > 0 && ended == found {
+			return
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("GitHub: %d of job %s's %d deployments ended %s after %s", ended, id, found, state, stepTimeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }

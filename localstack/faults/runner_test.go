@@ -88,6 +88,9 @@ func testRunnerKilledMidDeploy(t *testing.T, e *env) {
 
 	stuck := s.pushJob(commit{timeout: timeout, values: "hook:\n  label: " + gateLabel(token()) + "\n  onUpgrade: true"})
 	s.waitRelease("app", "pending-upgrade")
+	// GitHub shows the deployment in progress (a few seconds: the reports
+	// are paced; Helm waits in the hook for the unit's timeout).
+	s.githubDeploymentEnds(stuck.JobID, "in_progress")
 	victim := s.holder(stuck.JobID)
 	killed := time.Now()
 	if err := victim.Signal(syscall.SIGKILL); err != nil {
@@ -107,6 +110,9 @@ func testRunnerKilledMidDeploy(t *testing.T, e *env) {
 	if j.Status != store.StatusFailed || !strings.Contains(j.Error, takeoverReason) {
 		t.Errorf("job after its runner was killed: %s %q; want failed, %q", j.Status, j.Error, takeoverReason)
 	}
+	// On GitHub, the deployment the dead runner started does not stay in
+	// progress: the runner that took the job over ended it.
+	s.githubDeploymentEnds(stuck.JobID, "error")
 
 	next := s.pushJob(commit{timeout: timeout})
 	it := s.succeeded(next.JobID)
@@ -120,7 +126,7 @@ func testRunnerKilledMidDeploy(t *testing.T, e *env) {
 		t.Errorf("deployment runs %s, the recovering push built %s", img, builtImage(it))
 	}
 	fault(t, "runner SIGKILLed while Helm waited in a hook (release pending-upgrade); runner-2 ended the job Failed "+
-		"(UNKNOWN_ERROR, taken over); the next push waited for the dead runner's release lock (timeout + 1m), "+
+		"(UNKNOWN_ERROR, taken over) and its GitHub deployment, in progress, as an error; the next push waited for the dead runner's release lock (timeout + 1m), "+
 		"marked the abandoned revision failed and deployed revision 3", killed)
 }
 

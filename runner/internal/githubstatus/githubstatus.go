@@ -19,6 +19,10 @@
 //     successful deployment in that environment is marked inactive (the
 //     one it replaces). GitHub's own auto_inactive is off: it would
 //     deactivate the other units deployed to the same namespace.
+//   - A job taken over from a runner that died (Abandoned) ends with an
+//     error status, and the Deployments the dead runner had started,
+//     which GitHub would otherwise show in progress for ever, end as
+//     errors too: they are found by the job id in their payload.
 //
 // # GitHub is never on the critical path
 //
@@ -39,6 +43,7 @@ package githubstatus
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -141,6 +146,10 @@ type report struct {
 	notBefore           time.Time
 	queued              bool
 	statusGiveUp        bool
+	// orphans: the job was taken over from a runner that died; the
+	// deployments it had started (in_progress on GitHub, unknown here)
+	// are looked up and ended once.
+	orphans bool
 }
 
 // deployment is one unit's GitHub Deployment of a job.
@@ -217,6 +226,16 @@ func (r *Reporter) Finished(j Job, state, description string) {
 	})
 }
 
+// Abandoned reports that j ended because the runner running it died (a
+// takeover): an error status with the reason, and the Deployments that
+// runner had started, which GitHub still shows in progress, ended as
+// errors too (found by the job id in their payload).
+func (r *Reporter) Abandoned(j Job, description string) {
+	r.update(j, func(rp *report) {
+		rp.state, rp.desc, rp.final, rp.orphans = Error, description, true, true
+	})
+}
+
 func (r *Reporter) update(j Job, change func(*report)) {
 	if j.Token == "" || j.SHA == "" {
 		return // nothing to post with, or about
@@ -250,6 +269,9 @@ func (r *Reporter) update(j Job, change func(*report)) {
 // dirty reports whether something of rp is not on GitHub yet.
 func (rp *report) dirty() bool {
 	if !rp.statusGiveUp && (rp.state != rp.sentState || rp.desc != rp.sentDesc) {
+		return true
+	}
+	if rp.orphans {
 		return true
 	}
 	for _, d := range rp.deployments {
@@ -433,6 +455,14 @@ func (rp *report) nextRequest(cfg Config) request {
 			drop: func() { rp.statusGiveUp = true },
 		}
 	}
+	if rp.orphans {
+		desc := oneLine(rp.desc)
+		return request{job: j, what: "end the deployments of a dead runner", write: true,
+			call: func(ctx context.Context, c *github.Client) error { return endOrphans(ctx, c, j, desc) },
+			done: func() { rp.orphans = false },
+			drop: func() { rp.orphans = false },
+		}
+	}
 	for _, d := range rp.deployments {
 		if d.givenUp {
 			continue
@@ -512,6 +542,37 @@ func inactivatePrevious(ctx context.Context, c *github.Client, j Job, unit, env 
 			State: github.String(Inactive), Environment: &env, AutoInactive: github.Bool(false),
 			Description: github.String(oneLine("replaced by kube-git-deploy job " + j.ID))})
 		return err
+	}
+	return nil
+}
+
+// endOrphans ends, as errors, the deployments of job j that are still
+// in progress on GitHub: a runner that died started them.
+func endOrphans(ctx context.Context, c *github.Client, j Job, desc string) error {
+	list, _, err := c.Repositories.ListDeployments(ctx, j.Owner, j.Name, &github.DeploymentsListOptions{
+		SHA: j.SHA, ListOptions: github.ListOptions{PerPage: 100}})
+	if err != nil {
+		return err
+	}
+	for _, dep := range list {
+		var payload struct {
+			Job string `json:"job"`
+		}
+		if json.Unmarshal(dep.Payload, &payload) != nil || payload.Job != j.ID {
+			continue
+		}
+		sts, _, err := c.Repositories.ListDeploymentStatuses(ctx, j.Owner, j.Name, dep.GetID(), &github.ListOptions{PerPage: 1})
+		if err != nil {
+			return err
+		}
+		if len(sts) > 0 && sts[0].GetState() != InProgress && sts[0].GetState() != "queued" && sts[0].GetState() != Pending {
+			continue // ended already
+		}
+		_, _, err = c.Repositories.CreateDeploymentStatus(ctx, j.Owner, j.Name, dep.GetID(), &github.DeploymentStatusRequest{
+			State: github.String(Error), Description: &desc, Environment: dep.Environment, AutoInactive: github.Bool(false)})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -264,6 +264,39 @@ func TestFinalWins(t *testing.T) {
 	}
 }
 
+// TestAbandoned: a runner posts a job's pending status and starts its
+// deployment, and dies; the runner that takes the job over ends both as
+// errors, though it never knew the deployment, and leaves another job's
+// deployment of the same commit alone.
+func TestAbandoned(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	dead := e.reporter(t, true)
+	j := e.job("job-1", sha1)
+	dead.Pending(j, "Building")
+	dead.Deploying(j, "web", "acme-web")
+	dead.Deploying(j, "worker", "acme-web")
+	other := e.job("job-2", sha1) // a rerun of the same commit, still running
+	dead.Deploying(other, "web", "acme-web")
+	idle(t, dead)
+
+	next := e.reporter(t, true)
+	next.Abandoned(j, "the runner working on this job stopped (attempt 1); the job was not finished")
+	idle(t, next)
+	if got := e.statuses(t, sha1); len(got) == 0 || got[len(got)-1].State != "error" ||
+		got[len(got)-1].Description != "the runner working on this job stopped (attempt 1); the job was not finished" {
+		t.Errorf("statuses = %v, want the last an error naming the takeover", got)
+	}
+	want := []deployment{
+		{SHA: sha1, Task: "deploy:web", Env: "acme-web", States: []string{"in_progress", "error"}},
+		{SHA: sha1, Task: "deploy:worker", Env: "acme-web", States: []string{"in_progress", "error"}},
+		{SHA: sha1, Task: "deploy:web", Env: "acme-web", States: []string{"in_progress"}},
+	}
+	if diff := cmp.Diff(want, e.deployments(t), cmpIgnoreID); diff != "" {
+		t.Errorf("deployments (-want +got):\n%s", diff)
+	}
+}
+
 // TestOutage has GitHub refuse requests for a while: the reporter's
 // methods still return at once, and everything arrives once GitHub
 // answers again, in order.

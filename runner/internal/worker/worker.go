@@ -61,6 +61,7 @@ type Reporter interface {
 	Pending(j githubstatus.Job, description string)
 	Deploying(j githubstatus.Job, unit, namespace string)
 	Finished(j githubstatus.Job, state, description string)
+	Abandoned(j githubstatus.Job, description string)
 }
 
 // Config configures a Worker.
@@ -256,7 +257,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 			return "", "", fmt.Errorf("record the end of job %s: %w", j.ID, err)
 		}
 		log.WarnContext(ctx, "took over a job whose runner died", "attempts", j.Attempts)
-		w.report(j, lk).finished(githubstatus.Error, msg)
+		w.report(j, lk).abandoned(msg)
 		return store.StatusFailed, msg, nil
 	}
 
@@ -407,6 +408,12 @@ func (r reporting) pending(desc string) {
 func (r reporting) deploying(unit, namespace string) {
 	if r.r != nil {
 		r.r.Deploying(r.j, unit, namespace)
+	}
+}
+
+func (r reporting) abandoned(desc string) {
+	if r.r != nil {
+		r.r.Abandoned(r.j, desc)
 	}
 }
 

@@ -769,6 +769,10 @@ func (r *recordingReporter) Finished(j githubstatus.Job, state, desc string) {
 	r.add(j.ID + " " + state + " " + desc)
 }
 
+func (r *recordingReporter) Abandoned(j githubstatus.Job, desc string) {
+	r.add(j.ID + " abandoned " + desc)
+}
+
 // deployingRunner tells the job it deploys unit web to namespace web.
 type deployingRunner struct{ countingRunner }
 
