@@ -431,6 +431,44 @@ func TestEndToEnd(t *testing.T) {
 		checkOutputs(t, ctx, outputs{st: st, fs: fs, ps: ps, hooks: hooks, streams: sinkStreams, api: api,
 			ok: firstPush, failed: brokenPush, namespace: store.DefaultNamespace(owner, repo)})
 	})
+	t.Run("github-outage", func(t *testing.T) {
+		// GitHub refuses every report (a secondary rate limit): the push
+		// deploys all the same, and its statuses come once GitHub answers.
+		if err := st.GitHub.SetAPIOutage(&githubstandin.APIOutage{StatusCode: http.StatusForbidden, RetryAfter: 2}); err != nil {
+			t.Fatal(err)
+		}
+		p := push(t, "during a GitHub outage", nil)
+		it := wait(t, p)
+		if it.Status != "Succeeded" {
+			t.Fatalf("%s during a GitHub outage; want Succeeded", it)
+		}
+		// The runner tried (and was refused) at least once; nothing was
+		// recorded meanwhile.
+		for deadline := time.Now().Add(2 * time.Minute); !slices.ContainsFunc(st.GitHub.APIRequests(), func(r githubstandin.APIRequest) bool {
+			return r.StatusCode == http.StatusForbidden
+		}); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the runner made no request to GitHub during the outage")
+			}
+		}
+		if got := st.GitHub.Statuses(owner, repo, p.After); len(got) != 0 {
+			t.Fatalf("during the outage %d statuses were recorded: %+v", len(got), got)
+		}
+		if err := st.GitHub.SetAPIOutage(nil); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(2 * time.Minute)
+		for {
+			got := st.GitHub.Statuses(owner, repo, p.After)
+			if n := len(got); n > 0 && got[n-1].State == "success" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("statuses of %s two minutes after the outage: %+v; want a final success", p.After, got)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	t.Run("untrack", func(t *testing.T) {
 		hooks := st.GitHub.Hooks(owner, repo)
 		if len(hooks) != 1 {

@@ -34,6 +34,7 @@ import (
 
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/build"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/deploy"
+	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/etagcache"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/eventtopic"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/githubstatus"
 	"github.com/kube-git-deploy/kube-git-deploy/runner/internal/pipeline"
@@ -361,7 +362,9 @@ func run(ctx context.Context, getenv func(string) string) error {
 	hl := &health{docker: func(ctx context.Context) error { return build.Ping(ctx, docker) }}
 	wcfg := worker.Config{Owner: owner, Refs: src, Lease: cfg.lease, UnclaimedAfter: cfg.unclaimedAfter,
 		Receiving: hl.receiving.Store}
-	githubHTTP := &http.Client{Timeout: 30 * time.Second}
+	// GitHub reads are conditional (ETags): unchanged answers cost no rate
+	// limit.
+	githubHTTP := &http.Client{Timeout: 30 * time.Second, Transport: &etagcache.Transport{}}
 	githubClient := func(token string) *github.Client {
 		c := github.NewClient(githubHTTP).WithAuthToken(token)
 		c.BaseURL = cfg.githubAPIURL

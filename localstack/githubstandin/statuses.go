@@ -2,6 +2,8 @@ package githubstandin
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"regexp"
 	"slices"
@@ -168,6 +171,8 @@ type apiState struct {
 	outage   *APIOutage
 	requests []APIRequest
 	rates    map[string]*rateCount
+	// notModified counts conditional GETs answered 304.
+	notModified int
 }
 
 // rateCount counts the requests of one user in the current window.
@@ -220,6 +225,14 @@ func (s *Server) statusRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+base+"deployments/{id}", s.apiRoute(s.handleGetDeployment))
 	mux.HandleFunc("POST "+base+"deployments/{id}/statuses", s.apiRoute(s.handleCreateDeploymentStatus))
 	mux.HandleFunc("GET "+base+"deployments/{id}/statuses", s.apiRoute(s.handleListDeploymentStatuses))
+}
+
+// NotModified counts the conditional GETs of the status and deployment
+// routes answered 304 Not Modified (free of rate limit, as on GitHub).
+func (s *Server) NotModified() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.api.notModified
 }
 
 // Statuses returns the commit statuses of sha in owner/name, oldest first.
@@ -357,10 +370,49 @@ func (s *Server) apiRoute(h apiHandler) http.HandlerFunc {
 		case limited:
 			msg := "API rate limit exceeded for " + rateKey + "."
 			restError(rw, http.StatusForbidden, msg, primaryLimitDocs)
+		case r.Method == http.MethodGet:
+			s.conditional(rw, r, func(w http.ResponseWriter) { h(w, r, login) }, rateKey, now)
 		default:
 			h(rw, r, login)
 		}
 	}
+}
+
+// conditional answers a GET as GitHub does conditional requests: a 200
+// carries an ETag of its body, and a request whose If-None-Match names
+// the current one is answered 304 without a body and not counted against
+// the rate limit.
+func (s *Server) conditional(w *apiWriter, r *http.Request, h func(http.ResponseWriter), rateKey string, now time.Time) {
+	rec := httptest.NewRecorder()
+	h(rec)
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	if rec.Code != http.StatusOK {
+		w.WriteHeader(rec.Code)
+		w.Write(rec.Body.Bytes())
+		return
+	}
+	sum := sha256.Sum256(rec.Body.Bytes())
+	etag := `W/"` + hex.EncodeToString(sum[:16]) + `"`
+	w.Header().Set("ETag", etag)
+	for _, tag := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		if t := strings.TrimSpace(tag); t == etag || "W/"+t == etag || t == "*" {
+			s.mu.Lock()
+			if rc := s.api.rates[rateKey]; rc != nil && rc.used > 0 && now.Before(rc.reset) {
+				rc.used--
+				w.Header().Set("X-RateLimit-Remaining", strconv.Itoa(rateLimit-rc.used))
+				w.Header().Set("X-RateLimit-Used", strconv.Itoa(rc.used))
+			}
+			s.api.notModified++
+			s.mu.Unlock()
+			w.Header().Del("Content-Type")
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	w.Write(rec.Body.Bytes())
 }
 
 // caller returns the login of the request's token; badToken reports an

@@ -845,3 +845,48 @@ func TestAPIOutage(t *testing.T) {
 		}
 	})
 }
+
+// TestConditionalRequests answers a GET that names the current ETag 304,
+// free of rate limit, as GitHub does; a change gives a new ETag.
+func TestConditionalRequests(t *testing.T) {
+	t.Parallel()
+	s := newStandin(t)
+	head := mustRepo(t, s, "octo", "app", false)
+	token := s.Token("octo")
+	get := func(etag string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, s.APIURL+"repos/octo/app/commits/"+head+"/statuses", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		if etag != "" {
+			req.Header.Set("If-None-Match", etag)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	first := get("")
+	etag := first.Header.Get("ETag")
+	if first.StatusCode != http.StatusOK || etag == "" {
+		t.Fatalf("GET = %d with ETag %q; want 200 with one", first.StatusCode, etag)
+	}
+	again := get(etag)
+	if again.StatusCode != http.StatusNotModified || again.Header.Get("X-RateLimit-Remaining") != first.Header.Get("X-RateLimit-Remaining") {
+		t.Errorf("GET If-None-Match the ETag = %d, remaining %s (was %s); want 304, not counted",
+			again.StatusCode, again.Header.Get("X-RateLimit-Remaining"), first.Header.Get("X-RateLimit-Remaining"))
+	}
+	if s.NotModified() != 1 {
+		t.Errorf("NotModified = %d, want 1", s.NotModified())
+	}
+	if _, _, err := apiClient(t, s, token).Repositories.CreateStatus(context.Background(), "octo", "app", head,
+		&github.RepoStatus{State: github.String("success"), Context: github.String("ci")}); err != nil {
+		t.Fatal(err)
+	}
+	changed := get(etag)
+	if changed.StatusCode != http.StatusOK || changed.Header.Get("ETag") == etag {
+		t.Errorf("GET after a change = %d with ETag %q; want 200 with a new ETag", changed.StatusCode, changed.Header.Get("ETag"))
+	}
+}
