@@ -231,8 +231,7 @@ func (e *env) push(t testing.TB, repo string, files map[string]string) Job {
 
 func TestPipeline(t *testing.T) {
 	e := newEnv(t, 20*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := t.Context() // bounded by -timeout: a busy machine may need long
 
 	t.Run("success", func(t *testing.T) {
 		j := e.push(t, "web", e.repoFiles("FROM scratch\nCOPY hello.txt /\n", ""))
@@ -589,8 +588,7 @@ func TestPipeline(t *testing.T) {
 // push is still built.
 func TestPathsCompareWithLastDeploy(t *testing.T) {
 	e := newEnv(t, 20*time.Second)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
+	ctx := t.Context() // bounded by -timeout: a busy machine may need long
 	r, err := e.git.Create("octo", "paths")
 	if err != nil {
 		t.Fatal(err)
