@@ -19,6 +19,9 @@
 //     successful deployment in that environment is marked inactive (the
 //     one it replaces). GitHub's own auto_inactive is off: it would
 //     deactivate the other units deployed to the same namespace.
+//   - A job handed back at a runner's shutdown (Interrupted) ends the
+//     Deployments it had started as errors ("the job runs again"); the
+//     run that continues it makes new ones.
 //   - A job taken over from a runner that died (Abandoned) ends with an
 //     error status, and the Deployments the dead runner had started,
 //     which GitHub would otherwise show in progress for ever, end as
@@ -42,6 +45,7 @@
 package githubstatus
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -155,7 +159,8 @@ type report struct {
 // deployment is one unit's GitHub Deployment of a job.
 type deployment struct {
 	unit, environment string
-	id                int64 // 0 until created
+	desc              string // of its statuses; the job's when empty
+	id                int64  // 0 until created
 	state, sentState  string
 	inactivated       bool // the previous one was marked inactive
 	givenUp           bool
@@ -222,6 +227,21 @@ func (r *Reporter) Finished(j Job, state, description string) {
 			if state == Success {
 				d.state = Success
 			}
+		}
+	})
+}
+
+// Interrupted reports that j was handed back (its runner stops; another
+// runs the job again from the start): the Deployments it started end as
+// errors, so that none stays in progress, and the commit status stays
+// pending.
+func (r *Reporter) Interrupted(j Job, description string) {
+	r.update(j, func(rp *report) {
+		if rp.final {
+			return
+		}
+		for _, d := range rp.deployments {
+			d.state, d.desc = Error, description
 		}
 	})
 }
@@ -488,7 +508,7 @@ func (rp *report) nextRequest(cfg Config) request {
 				done: func() { d.id = created },
 			}
 		case d.state != d.sentState:
-			state, desc, id := d.state, oneLine(rp.desc), d.id
+			state, desc, id := d.state, oneLine(cmp.Or(d.desc, rp.desc)), d.id
 			link := cfg.JobURL(j)
 			return request{job: j, what: "deployment status " + state + " of " + d.unit, write: true, drop: drop,
 				call: func(ctx context.Context, c *github.Client) error {

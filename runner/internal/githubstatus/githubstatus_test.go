@@ -264,6 +264,27 @@ func TestFinalWins(t *testing.T) {
 	}
 }
 
+// TestInterrupted: a runner stopping hands a job back mid-deploy; the
+// deployment it started ends as an error, the commit status stays
+// pending for the run that continues the job.
+func TestInterrupted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.reporter(t, true)
+	j := e.job("job-1", sha1)
+	r.Pending(j, "Building")
+	r.Deploying(j, "web", "acme-web")
+	idle(t, r)
+	r.Interrupted(j, "Runner shutting down: the job goes back to the queue and runs again")
+	idle(t, r)
+	if got := e.statuses(t, sha1); len(got) != 1 || got[0].State != "pending" {
+		t.Errorf("statuses = %v, want the pending one only", got)
+	}
+	if diff := cmp.Diff([]deployment{{SHA: sha1, Task: "deploy:web", Env: "acme-web", States: []string{"in_progress", "error"}}}, e.deployments(t), cmpIgnoreID); diff != "" {
+		t.Errorf("deployments (-want +got):\n%s", diff)
+	}
+}
+
 // TestAbandoned: a runner posts a job's pending status and starts its
 // deployment, and dies; the runner that takes the job over ends both as
 // errors, though it never knew the deployment, and leaves another job's

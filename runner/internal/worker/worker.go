@@ -62,6 +62,7 @@ type Reporter interface {
 	Deploying(j githubstatus.Job, unit, namespace string)
 	Finished(j githubstatus.Job, state, description string)
 	Abandoned(j githubstatus.Job, description string)
+	Interrupted(j githubstatus.Job, description string)
 }
 
 // Config configures a Worker.
@@ -312,8 +313,9 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		// Interrupted by the runner's shutdown, not by the job itself:
 		// the job goes back to the queue and runs again elsewhere.
 		f := event.NewFactory(ej, event.Plan{}, w.now)
-		runErr = writer.Emit(nil, f.V2Log(event.TaskDevLoop, event.SubtaskNone, enumspb.LogLevel_WARN,
-			"Runner shutting down: the job goes back to the queue and runs again"))
+		const why = "Runner shutting down: the job goes back to the queue and runs again"
+		runErr = writer.Emit(nil, f.V2Log(event.TaskDevLoop, event.SubtaskNone, enumspb.LogLevel_WARN, why))
+		rep.interrupted(why)
 		if err := closeWriter(); runErr == nil {
 			runErr = err
 		}
@@ -408,6 +410,12 @@ func (r reporting) pending(desc string) {
 func (r reporting) deploying(unit, namespace string) {
 	if r.r != nil {
 		r.r.Deploying(r.j, unit, namespace)
+	}
+}
+
+func (r reporting) interrupted(desc string) {
+	if r.r != nil {
+		r.r.Interrupted(r.j, desc)
 	}
 }
 

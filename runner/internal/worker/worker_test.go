@@ -773,6 +773,10 @@ func (r *recordingReporter) Abandoned(j githubstatus.Job, desc string) {
 	r.add(j.ID + " abandoned " + desc)
 }
 
+func (r *recordingReporter) Interrupted(j githubstatus.Job, desc string) {
+	r.add(j.ID + " interrupted " + desc)
+}
+
 // deployingRunner tells the job it deploys unit web to namespace web.
 type deployingRunner struct{ countingRunner }
 
@@ -855,6 +859,31 @@ func TestReports(t *testing.T) {
 			old.ID + " error Not deployed: superseded by job " + newer.ID + ", a newer push to refs/heads/main",
 		}
 		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("reports (-want +got):\n%s", diff)
+		}
+	})
+	t.Run("handed-back", func(t *testing.T) {
+		j, m := newJob(t, "r-back")
+		rep := &recordingReporter{}
+		br := &blockingRunner{started: make(chan struct{})}
+		w, err := New(Config{Owner: "runner-a", Lease: time.Minute, Reporter: rep}, e.store, br, &recordingPublisher{},
+			slog.New(slog.NewTextHandler(io.Discard, nil)), func() time.Time { return e.now })
+		if err != nil {
+			t.Fatal(err)
+		}
+		shutdown, stop := context.WithCancel(e.ctx)
+		errc := make(chan error, 1)
+		go func() { errc <- w.Handle(shutdown, m, queue.Delivery{Attempt: 1}) }()
+		<-br.started
+		stop() // SIGTERM
+		if err := <-errc; err == nil {
+			t.Fatal("Handle of a handed-back job returned nil")
+		}
+		want := []string{
+			j.ID + " pending Building and deploying ad48986 (job " + j.ID + ") token=gho_acme",
+			j.ID + " interrupted Runner shutting down: the job goes back to the queue and runs again",
+		}
+		if diff := cmp.Diff(want, rep.calls); diff != "" {
 			t.Errorf("reports (-want +got):\n%s", diff)
 		}
 	})
