@@ -38,6 +38,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -684,13 +685,18 @@ func isAccessDenied(jerr *jsonmessage.JSONError) bool {
 		return true
 	}
 	msg := strings.ToLower(jerr.Message)
-	for _, s := range []string{"unauthorized", "denied", "authentication required", "no basic auth credentials", "401", "403", "forbidden"} {
+	for _, s := range []string{"unauthorized", "denied", "authentication required", "no basic auth credentials", "forbidden"} {
 		if strings.Contains(msg, s) {
 			return true
 		}
 	}
-	return false
+	// A status code on its own, not digits of a port or an address:
+	// "dial tcp 127.0.0.1:35403: connection refused" is no 403.
+	return httpDenialCode.MatchString(msg)
 }
+
+// httpDenialCode matches 401 or 403 standing alone in a message.
+var httpDenialCode = regexp.MustCompile(`(^|[^0-9:.])40[13]([^0-9]|$)`)
 
 // repoDigest returns the digest the daemon recorded for ref's repository.
 func (b *Builder) repoDigest(ctx context.Context, ref name.Tag) (string, error) {

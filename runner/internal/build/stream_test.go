@@ -111,3 +111,30 @@ func TestIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestIsAccessDenied classifies the daemon's push errors: a registry that
+// refuses access, not one that cannot be reached, whatever its port.
+func TestIsAccessDenied(t *testing.T) {
+	for _, tt := range []struct {
+		msg  string
+		code int
+		want bool
+	}{
+		{"unauthorized: authentication required", 0, true},
+		{"denied: requested access to the resource is denied", 0, true},
+		{"unexpected status from PUT request to https://r.example/v2/x/blobs: 403 Forbidden", 0, true},
+		{"received unexpected HTTP status: 401", 0, true},
+		{"no basic auth credentials", 0, true},
+		{"anything", 401, true},
+		// A registry that is down, on ports whose digits hold 401 or 403
+		// (a fault test failed once so, on port 35403).
+		{`Get "http://localhost:35403/v2/": dial tcp 127.0.0.1:35403: connect: connection refused`, 0, false},
+		{`Get "http://localhost:40140/v2/": dial tcp 10.4.0.1:40140: i/o timeout`, 0, false},
+		{"dial tcp 192.168.1.403: no route to host", 0, false},
+		{"received unexpected HTTP status: 500 Internal Server Error", 0, false},
+	} {
+		if got := isAccessDenied(&jsonmessage.JSONError{Code: tt.code, Message: tt.msg}); got != tt.want {
+			t.Errorf("isAccessDenied(%d, %q) = %v, want %v", tt.code, tt.msg, got, tt.want)
+		}
+	}
+}
