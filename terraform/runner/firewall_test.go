@@ -34,6 +34,23 @@ import (
 
 const metadataIP = "169.254.169.254"
 
+// hostLock holds, until the test ends, a lock that every run of this test
+// on the machine takes: it changes the host's iptables and routes, which
+// two test runs at once (a CI run beside a developer's make test) would
+// fight over ("RTNETLINK answers: File exists").
+func hostLock(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "kgd-build-firewall-test.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock, after the other cleanups
+}
+
 func TestBuildFirewall(t *testing.T) {
 	for _, tool := range []string{"iptables", "ip", "docker"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -46,6 +63,7 @@ func TestBuildFirewall(t *testing.T) {
 	if out, err := exec.Command("docker", "info", "--format", "{{.ServerVersion}}").CombinedOutput(); err != nil {
 		t.Fatalf("no Docker Engine answers: %v\n%s", err, out)
 	}
+	hostLock(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
