@@ -49,6 +49,42 @@ func hostLock(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() }) // closing releases the lock, after the other cleanups
+	clearStale(t)
+}
+
+// clearStale removes what a run of this test that was killed left on the
+// host (its cleanups never ran): the route to the metadata address, its
+// namespaces and veth links, and the firewall's rules. Holding hostLock,
+// any such state is a dead run's.
+func clearStale(t *testing.T) {
+	t.Helper()
+	for range 10 {
+		if exec.Command("ip", "route", "del", metadataIP+"/32").Run() != nil {
+			break
+		}
+	}
+	if out, err := exec.Command("ip", "netns", "list").Output(); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, "kgd-md-") {
+				_ = exec.Command("ip", "netns", "del", name).Run()
+			}
+		}
+	}
+	if out, err := exec.Command("ip", "-o", "link", "show").Output(); err == nil {
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 {
+				continue
+			}
+			name, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+			if strings.HasPrefix(name, "kgdmd") {
+				_ = exec.Command("ip", "link", "del", name).Run()
+			}
+		}
+	}
+	if script, err := filepath.Abs("build-firewall.sh"); err == nil {
+		_ = exec.Command("sh", script, "remove", "docker0").Run()
+	}
 }
 
 func TestBuildFirewall(t *testing.T) {
