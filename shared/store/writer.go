@@ -537,10 +537,8 @@ func (w *JobWriter) writeEventsLocked(ctx context.Context, which eventsWrite) er
 		if err := w.writeChunk(ctx, raw); err != nil {
 			return err
 		}
-		w.log.LogAttrs(ctx, slog.LevelDebug, "events written",
-			slog.Int("chunk", w.next), slog.Int("events", n), slog.Int("bytes", size))
+		chunk := w.next
 		w.next++
-
 		w.mu.Lock()
 		w.lastChunk = time.Now()
 		w.buf = w.buf[n:]
@@ -549,6 +547,10 @@ func (w *JobWriter) writeEventsLocked(ctx context.Context, which eventsWrite) er
 			w.buf = nil // let the backing array go
 		}
 		w.mu.Unlock()
+		// Once the writer's state says so: an event emitted after this
+		// record is throttled from this chunk on (OutputInterval).
+		w.log.LogAttrs(ctx, slog.LevelDebug, "events written",
+			slog.Int("chunk", chunk), slog.Int("events", n), slog.Int("bytes", size))
 	}
 }
 
