@@ -1,6 +1,7 @@
 package webhook
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -26,6 +27,9 @@ type Push struct {
 	// (GitHub sends Unix seconds in push events, ISO 8601 elsewhere); zero
 	// when absent. It is part of the signed body, unlike the delivery id.
 	PushedAt time.Time `json:"-"`
+	// Pusher is who pushed: the sender's GitHub login, else the pusher's
+	// name; empty when the payload names neither.
+	Pusher string `json:"-"`
 }
 
 // ErrUnsupportedRef reports a push to a ref that is neither a branch nor a
@@ -44,6 +48,12 @@ func ParsePush(body []byte) (Push, error) {
 		Repository struct {
 			PushedAt json.RawMessage `json:"pushed_at"`
 		} `json:"repository"`
+		Sender struct {
+			Login string `json:"login"`
+		} `json:"sender"`
+		Pusher struct {
+			Name string `json:"name"`
+		} `json:"pusher"`
 	}
 	if err := json.Unmarshal(body, &repo); err != nil {
 		return Push{}, fmt.Errorf("decode push event: %w", err)
@@ -53,6 +63,7 @@ func ParsePush(body []byte) (Push, error) {
 		return Push{}, fmt.Errorf("push event: repository.pushed_at: %w", err)
 	}
 	p.PushedAt = t
+	p.Pusher = strings.ToValidUTF8(truncate(cmp.Or(repo.Sender.Login, repo.Pusher.Name)), "")
 	if !strings.HasPrefix(p.Ref, job.BranchPrefix) && !strings.HasPrefix(p.Ref, job.TagPrefix) {
 		if p.Ref == "" || !strings.HasPrefix(p.Ref, "refs/") {
 			return Push{}, fmt.Errorf("push event: ref %q is not a full ref", truncate(p.Ref))

@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -60,16 +61,20 @@ func TestParsePush(t *testing.T) {
 		wantBranch string
 		wantTag    string
 		wantErr    bool
+		wantPusher string
 	}{
-		{"branch", `{"ref":"refs/heads/main","after":"` + sha + `"}`, "main", "", false},
-		{"branch-with-slash", `{"ref":"refs/heads/feature/x","after":"` + sha + `"}`, "feature/x", "", false},
-		{"tag", `{"ref":"refs/tags/v1.2.3","after":"` + sha + `"}`, "", "v1.2.3", false},
-		{"tag-that-looks-like-a-path", `{"ref":"refs/tags/release/2026","after":"` + sha + `"}`, "", "release/2026", false},
-		{"short-ref", `{"ref":"main","after":"` + sha + `"}`, "", "", true},
-		{"uppercase-sha", `{"ref":"refs/heads/main","after":"FD489864E7642B48EAAD6E3F155C10E46810EC72"}`, "", "", true},
-		{"zero-after-not-deleted", `{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000"}`, "", "", true},
-		{"bad-before", `{"ref":"refs/heads/main","before":"x","after":"` + sha + `"}`, "", "", true},
-		{"array", `[]`, "", "", true},
+		{"branch", `{"ref":"refs/heads/main","after":"` + sha + `"}`, "main", "", false, ""},
+		{"branch-with-slash", `{"ref":"refs/heads/feature/x","after":"` + sha + `"}`, "feature/x", "", false, ""},
+		{"tag", `{"ref":"refs/tags/v1.2.3","after":"` + sha + `"}`, "", "v1.2.3", false, ""},
+		{"tag-that-looks-like-a-path", `{"ref":"refs/tags/release/2026","after":"` + sha + `"}`, "", "release/2026", false, ""},
+		{"short-ref", `{"ref":"main","after":"` + sha + `"}`, "", "", true, ""},
+		{"uppercase-sha", `{"ref":"refs/heads/main","after":"FD489864E7642B48EAAD6E3F155C10E46810EC72"}`, "", "", true, ""},
+		{"zero-after-not-deleted", `{"ref":"refs/heads/main","after":"0000000000000000000000000000000000000000"}`, "", "", true, ""},
+		{"bad-before", `{"ref":"refs/heads/main","before":"x","after":"` + sha + `"}`, "", "", true, ""},
+		{"array", `[]`, "", "", true, ""},
+		{"sender", `{"ref":"refs/heads/main","after":"` + sha + `","pusher":{"name":"Alice A"},"sender":{"login":"alice"}}`, "main", "", false, "alice"},
+		{"pusher-only", `{"ref":"refs/heads/main","after":"` + sha + `","pusher":{"name":"Alice A"}}`, "main", "", false, "Alice A"},
+		{"long-multibyte-pusher", `{"ref":"refs/heads/main","after":"` + sha + `","pusher":{"name":"` + strings.Repeat("é", 60) + `"}}`, "main", "", false, strings.Repeat("é", 40) + "…"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -77,8 +82,8 @@ func TestParsePush(t *testing.T) {
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("ParsePush() error = %v, want error %v", err, tt.wantErr)
 			}
-			if err == nil && (p.Branch() != tt.wantBranch || p.Tag() != tt.wantTag) {
-				t.Errorf("branch, tag = %q, %q; want %q, %q", p.Branch(), p.Tag(), tt.wantBranch, tt.wantTag)
+			if err == nil && (p.Branch() != tt.wantBranch || p.Tag() != tt.wantTag || p.Pusher != tt.wantPusher) {
+				t.Errorf("branch, tag, pusher = %q, %q, %q; want %q, %q, %q", p.Branch(), p.Tag(), p.Pusher, tt.wantBranch, tt.wantTag, tt.wantPusher)
 			}
 		})
 	}

@@ -186,6 +186,7 @@ func (h *Handler) record(ctx context.Context, w http.ResponseWriter, repo *store
 	created, err := h.store.CreateJob(ctx, store.Job{
 		Owner: repo.Owner, Name: repo.Name, Ref: push.Ref, SHA: push.After, Before: push.Before,
 		DeliveryID: delivery, PushedAt: push.PushedAt, Trigger: string(job.TriggerPush), Status: status,
+		Actor: push.Pusher,
 	})
 	var dup *store.DuplicateDeliveryError
 	switch {

@@ -235,7 +235,7 @@ func TestSignedPushMakesOneJobAndOneMessage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("job of the message: %v", err)
 	}
-	if j.SHA != want.SHA || j.DeliveryID != id || j.Status != store.StatusQueued || j.PublishedAt.IsZero() || j.Iteration != 0 || j.PushedAt.IsZero() {
+	if j.SHA != want.SHA || j.DeliveryID != id || j.Status != store.StatusQueued || j.PublishedAt.IsZero() || j.Iteration != 0 || j.PushedAt.IsZero() || j.Actor != "binkkatal" {
 		t.Errorf("stored job = %+v", j)
 	}
 

@@ -70,6 +70,17 @@ const (
 	TriggerExecute Trigger = "execute"
 )
 
+// TriggerOf returns the message trigger of a recorded job whose trigger
+// is recorded: push for a push, execute for every job a person started
+// (Execute, or the job API's rerun, deploy and rollback), whose record,
+// not its message, says how it runs.
+func TriggerOf(recorded string) Trigger {
+	if recorded == string(TriggerPush) {
+		return TriggerPush
+	}
+	return TriggerExecute
+}
+
 // Attribute keys set on every published job message, for routing and
 // filtering without decoding the body.
 const (

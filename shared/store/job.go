@@ -112,6 +112,28 @@ type Job struct {
 	// deploy them because auto-deploy is off (MarkDeployPending).
 	// CreateJob clears it.
 	DeployPending bool
+	// Actor is who caused the job: the pusher GitHub names (a push) or the
+	// caller who asked (a rerun, deploy or rollback); empty when unknown.
+	Actor string
+	// SourceJob is the job a rerun reruns (CreateRequestedJob); DeployOf
+	// names the source of a deploy-only job.
+	SourceJob string
+	// Units, when set, are the only units the job deploys (a rollback of
+	// some units); empty means every unit.
+	Units []string
+	// Phases are the build, deploy and status-check phases of a finished
+	// job as its events recorded them (RecordJobResult), in order.
+	Phases []Phase
+}
+
+// Phase is one phase of a job: its name (build, deploy, status-check), its
+// last status (Skaffold's v2 task status: InProgress, Succeeded, Failed)
+// and when it started and ended (zero while it runs).
+type Phase struct {
+	Name       string    `firestore:"name"`
+	Status     string    `firestore:"status"`
+	StartedAt  time.Time `firestore:"started_at"`
+	FinishedAt time.Time `firestore:"finished_at,omitempty"`
 }
 
 // JobRef returns the job's identity for writing events.
@@ -147,6 +169,10 @@ type jobDoc struct {
 	// Images is omitted when empty; jobFromSnap reads an empty map as nil.
 	Images        map[string]string `firestore:"images,omitempty"`
 	DeployPending bool              `firestore:"deploy_pending"`
+	Actor         string            `firestore:"actor,omitempty"`
+	SourceJob     string            `firestore:"source_job,omitempty"`
+	Units         []string          `firestore:"units,omitempty"`
+	Phases        []Phase           `firestore:"phases,omitempty"`
 	// Published is published_at != zero, as a field the sweeps can query
 	// (Firestore cannot query a missing field).
 	Published bool `firestore:"published"`
@@ -166,6 +192,7 @@ func toJobDoc(j *Job) jobDoc {
 		Attempts: int64(j.Attempts), Error: j.Error,
 		PublishedAt: j.PublishedAt, MessageID: j.MessageID, Published: !j.PublishedAt.IsZero(), HandedBack: j.HandedBack,
 		ForceDeploy: j.ForceDeploy, DeployOf: j.DeployOf, Images: j.Images, DeployPending: j.DeployPending,
+		Actor: j.Actor, SourceJob: j.SourceJob, Units: j.Units, Phases: j.Phases,
 	}
 }
 
@@ -184,6 +211,7 @@ func jobFromSnap(snap *firestore.DocumentSnapshot) (*Job, error) {
 		Attempts: int(d.Attempts), Error: d.Error,
 		PublishedAt: d.PublishedAt, MessageID: d.MessageID, HandedBack: d.HandedBack,
 		ForceDeploy: d.ForceDeploy, DeployOf: d.DeployOf, Images: nilIfEmpty(d.Images), DeployPending: d.DeployPending,
+		Actor: d.Actor, SourceJob: d.SourceJob, Units: d.Units, Phases: d.Phases,
 	}, nil
 }
 
@@ -277,7 +305,12 @@ func (s *Store) CreateJob(ctx context.Context, j Job) (*Job, error) {
 	// and deploy_pending only from the runner (MarkDeployPending).
 	// ForceDeploy is a request, which a caller may make.
 	j.DeployOf, j.Images, j.DeployPending = "", nil, false
+	j.SourceJob, j.Units, j.Phases = "", nil, nil
+	return s.createJob(ctx, j, given)
+}
 
+// createJob writes j, a new job (see CreateJob).
+func (s *Store) createJob(ctx context.Context, j Job, given bool) (*Job, error) {
 	doc := toJobDoc(&j)
 	s.expire(&doc, j.CreatedAt)
 	_, err := s.jobRef(j.ID).Create(ctx, doc)

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
+	jobspb "github.com/kube-git-deploy/kube-git-deploy/proto/jobs/v1"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/loopback"
@@ -30,6 +31,9 @@ type HTTPOptions struct {
 	StreamWriteTimeout time.Duration
 	// Export, when set, serves ExportPath (Service.ExportHandler).
 	Export http.Handler
+	// Dashboard, when set, serves the web dashboard under /ui/ (and / and
+	// /ui redirect to it).
+	Dashboard http.Handler
 	// Guard, when set, guards every route against web pages (local mode:
 	// the gateway listens on loopback); its refusals are written as
 	// google.rpc.Status JSON unless it has its own Reject.
@@ -87,6 +91,9 @@ func NewHTTPHandler(ctx context.Context, conn *grpc.ClientConn, opts HTTPOptions
 	if err := v2pb.RegisterSkaffoldV2ServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("register v2 gateway: %w", err)
 	}
+	if err := jobspb.RegisterJobsHandler(ctx, gw, conn); err != nil {
+		return nil, fmt.Errorf("register job API gateway: %w", err)
+	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "server": "api"})
@@ -103,8 +110,13 @@ func NewHTTPHandler(ctx context.Context, conn *grpc.ClientConn, opts HTTPOptions
 		writeJSON(w, http.StatusOK, map[string]any{"ok": true, "server": "api"})
 	})
 	streams := stallGuard(gw, opts.StreamWriteTimeout)
-	for _, p := range []string{"/v1/events", "/v1/event_log", "/v2/events", "/v2/applicationLogs"} {
+	for _, p := range []string{"/v1/events", "/v1/event_log", "/v2/events", "/v2/applicationLogs", "GET /kgd/v1/repositories/{owner}/{name}/jobs/{job}/log"} {
 		mux.Handle(p, streams)
+	}
+	if opts.Dashboard != nil {
+		mux.Handle("/ui/", opts.Dashboard)
+		mux.Handle("GET /ui", http.RedirectHandler("/ui/", http.StatusMovedPermanently))
+		mux.Handle("GET /{$}", http.RedirectHandler("/ui/", http.StatusFound))
 	}
 	if opts.Export != nil {
 		mux.Handle("GET "+ExportPath, stallGuard(opts.Export, opts.StreamWriteTimeout))

@@ -68,6 +68,7 @@ import (
 
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/feed"
 	enumspb "github.com/kube-git-deploy/kube-git-deploy/proto/enums"
+	jobspb "github.com/kube-git-deploy/kube-git-deploy/proto/jobs/v1"
 	v1pb "github.com/kube-git-deploy/kube-git-deploy/proto/v1"
 	v2pb "github.com/kube-git-deploy/kube-git-deploy/proto/v2"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
@@ -155,6 +156,10 @@ type Store interface {
 	Job(ctx context.Context, id string) (*store.Job, error)
 	JobBatches(ctx context.Context, jobID string) ([]store.EventBatch, error)
 	ReadEvents(ctx context.Context, scope string, from store.From, fn func(store.EventBatch) error) error
+	// For the job history API.
+	JobsPage(ctx context.Context, owner, name string, limit int, token string) ([]store.Job, string, error)
+	CreateRequestedJob(ctx context.Context, j store.Job) (*store.Job, error)
+	FindCommit(ctx context.Context, owner, name, prefix string) (string, error)
 }
 
 // Publisher publishes job messages for the runners.
@@ -279,6 +284,7 @@ func (svc *Service) admit() (done func(), err error) {
 func (svc *Service) Register(s grpc.ServiceRegistrar) {
 	v1pb.RegisterSkaffoldServiceServer(s, &v1Server{svc: svc})
 	v2pb.RegisterSkaffoldV2ServiceServer(s, &v2Server{svc: svc})
+	jobspb.RegisterJobsServer(s, &jobsServer{svc: svc})
 }
 
 // StopStreams ends every open Events stream with codes.Unavailable, so a
@@ -990,13 +996,9 @@ func (svc *Service) runPending(ctx context.Context, id caller.Identity, r store.
 }
 
 func (svc *Service) publish(ctx context.Context, j store.Job) error {
-	trigger := job.Trigger(j.Trigger)
-	if trigger == "" {
-		trigger = job.TriggerExecute
-	}
 	m := job.Message{
 		Version: job.Version, JobID: j.ID, Repository: j.Owner + "/" + j.Name, Ref: j.Ref, SHA: j.SHA,
-		Before: j.Before, DeliveryID: j.DeliveryID, Trigger: trigger, PublishedAt: svc.now(),
+		Before: j.Before, DeliveryID: j.DeliveryID, Trigger: job.TriggerOf(j.Trigger), PublishedAt: svc.now(),
 	}
 	id, err := svc.pub.Publish(ctx, m)
 	if err != nil {

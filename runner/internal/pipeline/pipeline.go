@@ -149,6 +149,13 @@ type Job struct {
 	// this, a Skaffold client saw the iteration fail and then succeed
 	// (found by localstack/faults).
 	Interrupted func() bool
+	// Everything, for a job a person asked for (a rerun, a deploy of a
+	// chosen commit, a rollback), skips the units' paths filters: every
+	// unit of the branch is built and deployed, not only the changed ones.
+	Everything bool
+	// Units, when set, limits the job to these units (a rollback of some
+	// units); a name the commit's configuration lacks fails the job.
+	Units []string
 	// Deploying, if set, is told when a unit's deploy starts and in which
 	// namespace (the worker reports a GitHub Deployment). It must not
 	// block.
@@ -534,7 +541,10 @@ func (p *Pipeline) prepare(ctx context.Context, j Job, dir string) (*repoconfig.
 		if !u.MatchesBranch(j.Branch) {
 			continue
 		}
-		if len(u.Paths) > 0 {
+		if len(j.Units) > 0 && !slices.Contains(j.Units, u.Name) {
+			continue
+		}
+		if len(u.Paths) > 0 && !j.Everything {
 			base := j.Before
 			if d, ok := j.Deployed[u.Name]; ok && d != "" {
 				base = d
@@ -544,6 +554,13 @@ func (p *Pipeline) prepare(ctx context.Context, j Job, dir string) (*repoconfig.
 			}
 		}
 		units = append(units, u)
+	}
+	for _, name := range j.Units {
+		if !slices.ContainsFunc(cfg.Units, func(u repoconfig.Unit) bool { return u.Name == name }) {
+			tree.Close()
+			return nil, nil, &event.ErrorInfo{Code: enumspb.StatusCode_DEPLOY_NO_MATCHING_BUILD,
+				Message: fmt.Sprintf("unit %q is not in kube-git-deploy.toml at commit %.7s (units: %s)", name, j.Commit, strings.Join(unitNames(cfg.Units), ", "))}
+		}
 	}
 	cfg.Units = units
 	return cfg, tree, nil

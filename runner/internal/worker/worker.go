@@ -301,6 +301,8 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		},
 		Interrupted: func() bool { return shutdown.Err() != nil },
 		Deploying:   rep.deploying,
+		Everything:  store.Requested(j.Trigger),
+		Units:       j.Units,
 	}
 	if j.DeployOf != "" {
 		// Deploy-only: non-nil even without images, so that nothing is
@@ -308,7 +310,8 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 		pj.Images = map[string]string{}
 		maps.Copy(pj.Images, j.Images)
 	}
-	out, runErr := w.runner.Run(ctx, pj, writer)
+	phases := &phaseSink{Sink: writer}
+	out, runErr := w.runner.Run(ctx, pj, phases)
 	if runErr == nil && out.Interrupted {
 		// Interrupted by the runner's shutdown, not by the job itself:
 		// the job goes back to the queue and runs again elsewhere.
@@ -340,6 +343,7 @@ func (w *Worker) run(ctx, shutdown context.Context, j *store.Job, log *slog.Logg
 	if err != nil {
 		return "", "", err
 	}
+	w.recordResult(ctx, j, out, phases, log)
 	if status == store.StatusSucceeded && !out.DeployPending {
 		// Each unit now runs this commit: its next paths filter compares
 		// with it. Not recording it only makes a later push build more.
@@ -439,9 +443,10 @@ func (w *Worker) settle(ctx context.Context, j *store.Job, out pipeline.Outcome)
 	mctx, mcancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 	defer mcancel()
 	if out.Err != nil {
-		if j.DeployOf != "" && len(j.Images) > 0 {
+		if j.DeployOf != "" && len(j.Images) > 0 && !store.Requested(j.Trigger) {
 			// A failed Execute deploy stays pending, so that it can be
-			// retried once the cause is fixed.
+			// retried once the cause is fixed (a failed rollback is
+			// rerun instead).
 			if err := w.store.MarkDeployPending(mctx, j.ID, j.Images); err != nil {
 				return "", "", fmt.Errorf("keep the failed deploy of job %s pending: %w", j.ID, err)
 			}
@@ -554,13 +559,21 @@ func (w *Worker) lookUp(ctx context.Context, j *store.Job) *lookup {
 // is older. Jobs without a push time (made by Execute) compare by
 // iteration. Deploy-only jobs are not pushes: one deploys the images of an
 // older job, so it supersedes nothing, and its own source job does not
-// supersede it.
+// supersede it. Jobs a person asked for (store.Requested: a rerun, a
+// deploy of a chosen commit, a rollback) run as asked: nothing supersedes
+// them and they supersede no push.
 func (w *Worker) newerJob(ctx context.Context, j *store.Job) (string, error) {
 	recent, err := w.store.Jobs(ctx, j.Owner, j.Name, 20)
 	if err != nil {
 		return "", fmt.Errorf("list jobs of %s/%s: %w", j.Owner, j.Name, err)
 	}
+	if store.Requested(j.Trigger) {
+		return "", nil // a person asked for this very job: it runs
+	}
 	for _, o := range recent {
+		if store.Requested(o.Trigger) {
+			continue // not a push: it supersedes none
+		}
 		if o.ID == j.ID || o.ID == j.DeployOf || o.Ref != j.Ref || o.DeployOf != "" || o.Status == store.StatusPending || o.Status == store.StatusCanceled {
 			continue
 		}
@@ -641,7 +654,7 @@ const unpublishedGrace = 30 * time.Second
 func (w *Worker) republish(ctx context.Context, j store.Job) error {
 	m := job.Message{
 		Version: job.Version, JobID: j.ID, Repository: j.Owner + "/" + j.Name, Ref: j.Ref, SHA: j.SHA,
-		Before: j.Before, DeliveryID: j.DeliveryID, Trigger: job.Trigger(j.Trigger), PublishedAt: w.now(),
+		Before: j.Before, DeliveryID: j.DeliveryID, Trigger: job.TriggerOf(j.Trigger), PublishedAt: w.now(),
 	}
 	id, err := w.pub.Publish(ctx, m)
 	if err != nil {
