@@ -31,8 +31,10 @@
 //	                                      started_at, finished_at, finished_by,           RenewLease, FinishJob),
 //	                                      lease_owner, lease_expires, attempts, error,    Execute (control.go),
 //	                                      published, published_at, message_id,            MarkDeployPending
-//	                                      force_deploy, deploy_of, images,
-//	                                      deploy_pending, expire_at (TTL)
+//	              "r-"+random (a job      force_deploy, deploy_of, images,                RecordJobResult (once
+//	              someone asked for:      deploy_pending, actor, source_job, units,       before finishing),
+//	              rerun, deploy,          phases[{name, status, started_at,               CreateRequestedJob
+//	              rollback)               finished_at}], expire_at (TTL)                  (the job API)
 //	events        {job id}-{chunk:08d}    repo, job_id, iteration, chunk, created         JobWriter (runner)      one document per chunk of up
 //	                                      (server time), v1 [bytes] (v1pb.LogEntry),                              to 100 events, at most one per
 //	                                      v2 [bytes] (v2pb.Event), v1_seq, v2_seq,                                FlushInterval (250 ms) per job,
@@ -82,6 +84,7 @@
 //
 //	collection  fields                                 used by
 //	jobs        repo ASC, iteration DESC               Jobs, TrackRepository (continuing iterations)
+//	jobs        repo ASC, created_at DESC              Jobs, JobsPage (then __name__ DESC, implied)
 //	jobs        status ASC, lease_expires ASC          ExpiredJobs
 //	events      repo ASC, created ASC                  listening to one repository's events
 //
