@@ -165,10 +165,12 @@ func truncateID(s string) string {
 }
 
 // FindCommit returns the full commit SHA of owner/name that starts with
-// prefix (at least 7 hex digits) among the commits of its latest 500 jobs:
-// ErrNotFound when none matches, ErrInvalid when the prefix is too short
-// or matches more than one commit.
-func (s *Store) FindCommit(ctx context.Context, owner, name, prefix string) (string, error) {
+// prefix (7–40 hex digits) among the commits its latest 500 jobs on ref
+// built: ErrNotFound when none matches, ErrInvalid when the prefix is too
+// short or matches more than one commit. Only commits pushed to ref are
+// found: a commit GitHub would serve by its SHA alone (a fork's, say) is
+// not one of the branch's.
+func (s *Store) FindCommit(ctx context.Context, owner, name, ref, prefix string) (string, error) {
 	prefix = strings.ToLower(prefix)
 	if len(prefix) < 7 || len(prefix) > 40 || strings.Trim(prefix, "0123456789abcdef") != "" {
 		return "", fmt.Errorf("commit %q is not 7–40 hex digits: %w", truncateID(prefix), ErrInvalid)
@@ -179,7 +181,7 @@ func (s *Store) FindCommit(ctx context.Context, owner, name, prefix string) (str
 	}
 	found := ""
 	for _, j := range jobs {
-		if !strings.HasPrefix(j.SHA, prefix) || j.SHA == found {
+		if j.Ref != ref || !strings.HasPrefix(j.SHA, prefix) || j.SHA == found {
 			continue
 		}
 		if found != "" {
@@ -188,7 +190,7 @@ func (s *Store) FindCommit(ctx context.Context, owner, name, prefix string) (str
 		found = j.SHA
 	}
 	if found == "" {
-		return "", fmt.Errorf("no job of %s/%s built a commit starting with %s (give the full 40-digit SHA): %w", owner, name, prefix, ErrNotFound)
+		return "", fmt.Errorf("no job of %s/%s built a commit starting with %s on %s (a commit is deployable once it was pushed to the branch): %w", owner, name, prefix, ref, ErrNotFound)
 	}
 	return found, nil
 }

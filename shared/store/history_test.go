@@ -150,12 +150,14 @@ func TestFindCommit(t *testing.T) {
 		{"ABCDEF1", "abcdef1" + strings.Repeat("0", 33), nil},
 		{"abcdef0", "", store.ErrNotFound},
 		{"abcdef", "", store.ErrInvalid}, // too short
-		{"fedcba9", "", store.ErrNotFound},
+		{"fedcba9", "", store.ErrNotFound}, // pushed to dev, not to main
+		{"fedcba9" + strings.Repeat("0", 33), "", store.ErrNotFound},
 		{"xyzxyzx", "", store.ErrInvalid},
 	}
+	e.createJob(t, store.Job{Owner: "octo", Name: "app", Ref: "refs/heads/dev", SHA: "fedcba9" + strings.Repeat("0", 33), DeliveryID: "d-dev"})
 	for _, tt := range tests {
 		t.Run(tt.prefix, func(t *testing.T) {
-			got, err := e.store.FindCommit(e.ctx, "octo", "app", tt.prefix)
+			got, err := e.store.FindCommit(e.ctx, "octo", "app", "refs/heads/main", tt.prefix)
 			if got != tt.want || (tt.err == nil) != (err == nil) || (tt.err != nil && !errors.Is(err, tt.err)) {
 				t.Errorf("FindCommit(%s) = %q, %v; want %q, %v", tt.prefix, got, err, tt.want, tt.err)
 			}
@@ -163,7 +165,7 @@ func TestFindCommit(t *testing.T) {
 	}
 	// Another commit starting with abcdef1: that prefix is ambiguous.
 	e.createJob(t, store.Job{Owner: "octo", Name: "app", Ref: "refs/heads/main", SHA: "abcdef1" + strings.Repeat("9", 33), DeliveryID: "d-9"})
-	if _, err := e.store.FindCommit(e.ctx, "octo", "app", "abcdef1"); !errors.Is(err, store.ErrInvalid) || !strings.Contains(err.Error(), "ambiguous") {
+	if _, err := e.store.FindCommit(e.ctx, "octo", "app", "refs/heads/main", "abcdef1"); !errors.Is(err, store.ErrInvalid) || !strings.Contains(err.Error(), "ambiguous") {
 		t.Errorf("ambiguous prefix: %v", err)
 	}
 }

@@ -202,22 +202,24 @@ func (s *jobsServer) DeployCommit(ctx context.Context, req *jobspb.DeployCommitR
 	if branch == "" {
 		return nil, status.Error(codes.InvalidArgument, "deploy: name the branch (\"branch\": \"main\")")
 	}
-	sha := strings.ToLower(req.GetCommit())
-	if len(sha) != 40 {
-		if sha, err = s.svc.store.FindCommit(ctx, sc.owner, sc.name, sha); err != nil {
-			return nil, grpcError(err, "deploy")
-		}
-	}
-	m := job.Message{Version: job.Version, JobID: "deploy", Repository: sc.String(), Ref: job.BranchPrefix + branch, SHA: sha,
+	ref := job.BranchPrefix + branch
+	// The branch must make a valid job (the commit is checked below).
+	m := job.Message{Version: job.Version, JobID: "deploy", Repository: sc.String(), Ref: ref, SHA: strings.Repeat("0", 39) + "1",
 		Trigger: job.TriggerExecute, PublishedAt: s.svc.now()}
 	if err := m.Validate(); err != nil {
 		var fe *job.FieldError
 		if errors.As(err, &fe) {
-			return nil, status.Errorf(codes.InvalidArgument, "deploy: %s %s", map[string]string{"ref": "branch", "sha": "commit"}[fe.Field], fe.Reason)
+			return nil, status.Errorf(codes.InvalidArgument, "deploy: branch %s", fe.Reason)
 		}
 		return nil, status.Errorf(codes.InvalidArgument, "deploy: %v", err)
 	}
-	return s.start(ctx, sc, store.Job{Owner: sc.owner, Name: sc.name, Ref: m.Ref, SHA: sha,
+	// Only a commit pushed to the branch: GitHub serves any commit of the
+	// repository's network by its SHA, a fork's too.
+	sha, err := s.svc.store.FindCommit(ctx, sc.owner, sc.name, ref, req.GetCommit())
+	if err != nil {
+		return nil, grpcError(err, "deploy")
+	}
+	return s.start(ctx, sc, store.Job{Owner: sc.owner, Name: sc.name, Ref: ref, SHA: sha,
 		Trigger: store.JobDeploy, Actor: actorOf(id), ForceDeploy: true})
 }
 

@@ -221,6 +221,8 @@ func TestJobStarts(t *testing.T) {
 		{"deploy of an unknown commit", "/deploys", `{"branch":"main","commit":"abcdef0"}`, 404, "no job of octo/app built a commit"},
 		{"deploy of a short commit", "/deploys", `{"branch":"main","commit":"abc"}`, 400, "not 7–40 hex digits"},
 		{"deploy to a bad branch", "/deploys", `{"branch":"a..b","commit":"` + sha1st + `"}`, 400, "branch"},
+		{"deploy of a commit not pushed to the branch", "/deploys", `{"branch":"dev","commit":"` + sha1st + `"}`, 404, "on refs/heads/dev"},
+		{"deploy of a commit never pushed", "/deploys", `{"branch":"main","commit":"` + strings.Repeat("9", 40) + `"}`, 404, "no job of octo/app"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before, _ := b.store.Jobs(b.ctx, "octo", "app", 100)

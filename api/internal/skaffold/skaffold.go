@@ -159,7 +159,7 @@ type Store interface {
 	// For the job history API.
 	JobsPage(ctx context.Context, owner, name string, limit int, token string) ([]store.Job, string, error)
 	CreateRequestedJob(ctx context.Context, j store.Job) (*store.Job, error)
-	FindCommit(ctx context.Context, owner, name, prefix string) (string, error)
+	FindCommit(ctx context.Context, owner, name, ref, prefix string) (string, error)
 }
 
 // Publisher publishes job messages for the runners.

@@ -935,8 +935,9 @@ type DeployCommitRequest struct {
 	// branch is the branch the commit belongs to ("main"); it names the
 	// job's ref.
 	Branch string `protobuf:"bytes,3,opt,name=branch,proto3" json:"branch,omitempty"`
-	// commit is a full 40-hex commit SHA, or an unambiguous prefix (at
-	// least 7 digits) of a commit an earlier job of the repository built.
+	// commit is a commit an earlier job of the repository built on that
+	// branch (a push to it): its full SHA or an unambiguous prefix of at
+	// least 7 hex digits.
 	Commit        string `protobuf:"bytes,4,opt,name=commit,proto3" json:"commit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
