@@ -149,7 +149,7 @@ func TestFindCommit(t *testing.T) {
 		{"1234567", "1234567" + strings.Repeat("0", 33), nil},
 		{"ABCDEF1", "abcdef1" + strings.Repeat("0", 33), nil},
 		{"abcdef0", "", store.ErrNotFound},
-		{"abcdef", "", store.ErrInvalid}, // too short
+		{"abcdef", "", store.ErrInvalid},   // too short
 		{"fedcba9", "", store.ErrNotFound}, // pushed to dev, not to main
 		{"fedcba9" + strings.Repeat("0", 33), "", store.ErrNotFound},
 		{"xyzxyzx", "", store.ErrInvalid},
