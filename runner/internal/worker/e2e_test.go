@@ -197,8 +197,10 @@ func (x *e2e) testPush(t *testing.T) {
 	if ref := st.V1.GetMetadata().GetBuild().GetAdditional()[x.registry+"/octo/app"]; !strings.Contains(ref, "@sha256:") {
 		t.Errorf("state does not record the pushed digest: %q", ref)
 	}
-	if got.DeployPending || got.Images != nil {
-		t.Errorf("deployed job records deploy pending %t images %v, want neither", got.DeployPending, got.Images)
+	// The job records what it deployed (a rollback's source), and is no
+	// pending deploy.
+	if want := st.V1.GetMetadata().GetBuild().GetAdditional()[x.registry+"/octo/app"]; got.DeployPending || len(got.Images) != 1 || got.Images["app"] != want {
+		t.Errorf("deployed job records deploy pending %t images %v, want images {app: %s}", got.DeployPending, got.Images, want)
 	}
 }
 
