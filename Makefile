@@ -46,7 +46,7 @@ vet:
 # the ports) are in localstack.LoadConfig; any can be overridden from the
 # environment (README lists them). Go's build cache makes the builds take
 # seconds after the first time.
-LOCAL_BINARIES := ./functions/cmd/functions ./runner ./api ./localstack/cmd/localstack
+LOCAL_BINARIES := ./functions/cmd/functions ./runner ./api ./localstack/cmd/localstack ./kgd
 
 .PHONY: run
 # With KUBECONFIG set the stack deploys there and needs no control plane.

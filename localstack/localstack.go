@@ -679,6 +679,7 @@ func (s *Stack) printSummary(took time.Duration) {
 	}
 	lines = append(lines,
 		fmt.Sprintf("  Skaffold API     gRPC %s, HTTP %s  (curl -N %sv1/events)", u.APIGRPC, u.APIHTTP, u.APIHTTP),
+		fmt.Sprintf("  dashboard        %s/ui/  (jobs, live pipelines; CLI: KGD_API_URL=%s .bin/kgd jobs -r demo/hello)", strings.TrimSuffix(u.APIHTTP, "/"), strings.TrimSuffix(u.APIHTTP, "/")),
 		fmt.Sprintf("  registry         %s  (in memory)", u.Registry),
 		s.gitHubSummary(),
 		fmt.Sprintf("  emulators        FIRESTORE_EMULATOR_HOST=%s PUBSUB_EMULATOR_HOST=%s GOOGLE_CLOUD_PROJECT=%s", u.FirestoreHost, u.PubSubHost, s.Config.Project),
