@@ -54,11 +54,7 @@ func (a *app) rerunCmd() *cobra.Command {
 		Args:              exactArgs(1, "one job id"),
 		ValidArgsFunction: a.completeJobs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -89,11 +85,7 @@ an unambiguous prefix of at least 7 hex digits.`,
 			if branch == "" || commit == "" {
 				return usageErrorf("kgd deploy needs --branch and --commit")
 			}
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -124,11 +116,7 @@ unit, or only those named with --unit.`,
 		Args:              exactArgs(1, "one job id"),
 		ValidArgsFunction: a.completeJobs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -166,11 +154,7 @@ the last build left waiting. Nothing pending is not an error.`,
 			default:
 				return usageErrorf("kgd execute takes build or deploy, not %q", args[0])
 			}
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -248,11 +232,7 @@ builds and pushes its images and leaves the deploy for kgd execute deploy.`,
 			default:
 				return usageErrorf("kgd auto %s takes on or off, not %q", args[0], args[1])
 			}
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}

@@ -37,11 +37,7 @@ events is printed as one JSON line (proto.v2.Event).`,
 			"  git push && kgd events -f -r demo/hello",
 		Args: exactArgs(0, "no arguments (name a job with --job)"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}

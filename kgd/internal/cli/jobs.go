@@ -49,11 +49,7 @@ long it ran. The last line names the next page's token when there is one.`,
 			if limit < 0 || limit > 100 {
 				return usageErrorf("--limit must be between 1 and 100 (0: the server's default, 20)")
 			}
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -81,11 +77,7 @@ func (a *app) jobCmd() *cobra.Command {
 		Args:              exactArgs(1, "one job id"),
 		ValidArgsFunction: a.completeJobs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -113,11 +105,7 @@ check with each resource, and whether automatic builds and deploys are on.`,
 		Example: "  kgd state -r demo/hello\n  kgd state -r demo/hello -o json",
 		Args:    exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}
@@ -148,11 +136,7 @@ for). It exits with 1 when the log ends with the job failed or canceled.`,
 		Args:              exactArgs(1, "one job id"),
 		ValidArgsFunction: a.completeJobs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			repo, err := a.repo(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := a.clientFor(cmd)
+			repo, c, err := a.repoClient(cmd)
 			if err != nil {
 				return err
 			}

@@ -302,6 +302,20 @@ func (a *app) repo(cmd *cobra.Command) (client.Repo, error) {
 	return r, nil
 }
 
+// repoClient returns the repository of -r or KGD_REPOSITORY and the
+// client of the command's API.
+func (a *app) repoClient(cmd *cobra.Command) (client.Repo, *client.Client, error) {
+	repo, err := a.repo(cmd)
+	if err != nil {
+		return client.Repo{}, nil, err
+	}
+	c, err := a.clientFor(cmd)
+	if err != nil {
+		return client.Repo{}, nil, err
+	}
+	return repo, c, nil
+}
+
 // repoArg parses a command's OWNER/NAME argument.
 func repoArg(s string) (client.Repo, error) {
 	r, err := client.ParseRepo(s)
