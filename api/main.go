@@ -1,6 +1,7 @@
 // Command api serves the Skaffold API (proto.SkaffoldService and
 // proto.v2.SkaffoldV2Service, gRPC plus the HTTP gateway) over the events
-// and state that runners record in Firestore.
+// and state that runners record in Firestore, the job history API
+// (kgd.jobs.v1.Jobs) and the web dashboard under /ui/.
 //
 // Locally it serves gRPC on --rpc-port (default 50051) and HTTP on
 // --rpc-http-port (default 50052), bound to KGD_LISTEN_HOST (127.0.0.1). A
@@ -40,8 +41,10 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/kube-git-deploy/kube-git-deploy/api/internal/dashboard"
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/feed"
 	"github.com/kube-git-deploy/kube-git-deploy/api/internal/skaffold"
+	jobspb "github.com/kube-git-deploy/kube-git-deploy/proto/jobs/v1"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/caller"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/logging"
 	"github.com/kube-git-deploy/kube-git-deploy/shared/loopback"
@@ -267,9 +270,20 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		_, err := fs.Collection(store.RepositoriesCollection).Limit(1).Documents(ctx).GetAll()
 		return err
 	}
-	hopts := skaffold.HTTPOptions{Ready: ready, StreamWriteTimeout: cfg.writeTimeout, Export: svc.ExportHandler()}
+	// The dashboard calls the job API through the same gRPC server, with
+	// the caller's identity token: it shows what the caller may see.
+	ui, err := dashboard.New(jobspb.NewJobsClient(conn), dashboard.Options{Log: log})
+	if err != nil {
+		return err
+	}
+	hopts := skaffold.HTTPOptions{Ready: ready, StreamWriteTimeout: cfg.writeTimeout, Export: svc.ExportHandler(), Dashboard: ui}
 	if cfg.auth == caller.ModeLocal {
 		hopts.Guard = &loopback.Guard{Hosts: cfg.allowedHosts}
+	} else {
+		// Behind IAM any host is fine, but a web page must still not
+		// post through a proxy that adds its user's token (gcloud run
+		// services proxy, the way to the dashboard).
+		hopts.Guard = &loopback.Guard{AnyHost: true}
 	}
 	httpH, err := skaffold.NewHTTPHandler(ctx, conn, hopts)
 	if err != nil {
