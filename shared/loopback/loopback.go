@@ -61,6 +61,11 @@ type Guard struct {
 	// the Host header besides the loopback ones, e.g. the public host of a
 	// tunnel that forwards GitHub's webhooks.
 	Hosts []string
+	// AnyHost skips the host check, for a server behind a front that
+	// checks who calls (Cloud Run IAM): only the JSON rule applies, so a
+	// web page cannot post through a proxy that adds its user's
+	// credentials (gcloud run services proxy).
+	AnyHost bool
 	// AnyContentType reports the requests that may carry any content type
 	// because they are authenticated by other means; nil means none.
 	AnyContentType func(r *http.Request) bool
@@ -90,7 +95,7 @@ func (g Guard) Handler(next http.Handler) http.Handler {
 // Check returns 0 and "" when r may be served, or the status and the
 // message to refuse it with.
 func (g Guard) Check(r *http.Request) (status int, msg string) {
-	if h := Hostname(r.Host); !IsLoopback(h) && !slices.ContainsFunc(g.Hosts, func(x string) bool { return h != "" && Hostname(x) == h }) {
+	if h := Hostname(r.Host); !g.AnyHost && !IsLoopback(h) && !slices.ContainsFunc(g.Hosts, func(x string) bool { return h != "" && Hostname(x) == h }) {
 		names := "localhost, 127.0.0.1 and [::1]"
 		if len(g.Hosts) > 0 {
 			names += ", " + strings.Join(g.Hosts, ", ")

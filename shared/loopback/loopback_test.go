@@ -100,6 +100,36 @@ func TestGuard(t *testing.T) {
 	}
 }
 
+// TestGuardAnyHost: behind IAM the host check is off and the JSON rule
+// stays, so a page cannot post through a credential-adding proxy.
+func TestGuardAnyHost(t *testing.T) {
+	t.Parallel()
+	g := Guard{AnyHost: true}
+	for _, tc := range []struct {
+		name, method, host, ct, origin string
+		want                           int
+	}{
+		{"cloud-run-get", "GET", "kgd-api-abc-ew.a.run.app", "", "", 200},
+		{"cloud-run-post-json", "POST", "kgd-api-abc-ew.a.run.app", "application/json", "", 200},
+		{"proxy-post-text-from-page", "POST", "localhost:8080", "text/plain", "https://evil.example", StatusContentType},
+		{"proxy-post-form", "POST", "localhost:8080", "application/x-www-form-urlencoded", "https://evil.example", StatusContentType},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest(tc.method, "/kgd/v1/repositories/o/n/jobs/j:rerun", strings.NewReader("{}"))
+			r.Host = tc.host
+			if tc.ct != "" {
+				r.Header.Set("Content-Type", tc.ct)
+			}
+			if tc.origin != "" {
+				r.Header.Set("Origin", tc.origin)
+			}
+			if got, msg := g.Check(r); got != 0 && got != tc.want || got == 0 && tc.want != 200 {
+				t.Errorf("Check = %d %s, want %d", got, msg, tc.want)
+			}
+		})
+	}
+}
+
 func TestGuardChunkedBodyWithoutContentType(t *testing.T) {
 	t.Parallel()
 	r := httptest.NewRequest("POST", "/api", strings.NewReader("{}"))
