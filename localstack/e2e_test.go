@@ -71,9 +71,11 @@ func startStack(t testing.TB, ctx context.Context, logs io.Writer, env ...string
 	cfg.Project = emulatortest.ProjectID(t)
 	cfg.FirestoreHost, cfg.PubSubHost = emulatortest.FirestoreHost(t), emulatortest.PubSubHost(t)
 	cfg.BinDir = buildBinaries(t)
-	// A data race in a real binary stops it, and with it the test.
-	t.Setenv("GORACE", "halt_on_error=1")
 	cfg.LogDir = t.TempDir()
+	// A data race in a real binary stops it, and with it the test (in the
+	// binaries' environment, not the test's: the stack tests run in
+	// parallel).
+	cfg.Env = append(cfg.Env, "GORACE=halt_on_error=1")
 	cfg.Env = append(cfg.Env, env...)
 	st, err := localstack.Start(ctx, cfg, logs)
 	if err != nil {
@@ -98,6 +100,7 @@ func startStack(t testing.TB, ctx context.Context, logs io.Writer, env ...string
 
 // TestEndToEnd drives the whole system (startStack) as a user would.
 func TestEndToEnd(t *testing.T) {
+	t.Parallel() // a stack of its own, on free ports and its own emulator project
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	// The operator's event sinks, on loopback.

@@ -164,7 +164,7 @@ func TestPushDelivery(t *testing.T) {
 		if p.PushedAt.IsZero() || time.Since(p.PushedAt) > time.Hour {
 			t.Errorf("push time %v, want about now (repository.pushed_at)", p.PushedAt)
 		}
-		want := webhook.Push{Ref: "refs/heads/main", Before: strings.Repeat("0", 40), After: first.After, Created: true, PushedAt: p.PushedAt}
+		want := webhook.Push{Ref: "refs/heads/main", Before: strings.Repeat("0", 40), After: first.After, Created: true, PushedAt: p.PushedAt, Pusher: "octo"}
 		if p != want {
 			t.Errorf("ParsePush = %+v, want %+v", p, want)
 		}
