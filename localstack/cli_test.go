@@ -72,7 +72,6 @@ func kgdEnv(apiURL, privateURL string) []string {
 // output, the exit codes, starting jobs and following them, the state,
 // the deploy policy, sign-in and tracking.
 func TestCLI(t *testing.T) {
-	t.Parallel() // a stack of its own, on free ports and its own emulator project
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	bin := buildKGD(t)

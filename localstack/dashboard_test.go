@@ -28,7 +28,6 @@ var updateScreenshot = flag.Bool("update-screenshot", false, "write the dashboar
 // saved as artifacts ($KGD_ARTIFACTS_DIR, else the test's artifact
 // directory: go test -artifacts keeps it).
 func TestDashboard(t *testing.T) {
-	t.Parallel() // a stack of its own, on free ports and its own emulator project
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		t.Fatalf("install Debian's chromium (apt-get install chromium): %v", err)

@@ -100,7 +100,6 @@ func startStack(t testing.TB, ctx context.Context, logs io.Writer, env ...string
 
 // TestEndToEnd drives the whole system (startStack) as a user would.
 func TestEndToEnd(t *testing.T) {
-	t.Parallel() // a stack of its own, on free ports and its own emulator project
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	// The operator's event sinks, on loopback.

@@ -26,7 +26,6 @@ import (
 // an earlier job's images, each a new job that the real runner runs and
 // that the cluster then shows.
 func TestJobHistoryEndToEnd(t *testing.T) {
-	t.Parallel() // a stack of its own, on free ports and its own emulator project
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	st, d := startStack(t, ctx, t.Output())
