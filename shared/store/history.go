@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"cloud.google.com/go/firestore"
+
+	"github.com/kube-git-deploy/kube-git-deploy/shared/event"
 )
 
 // Job.Trigger values of the jobs people start on purpose through the job API
@@ -93,6 +95,15 @@ func (s *Store) RecordJobResult(ctx context.Context, id, owner string, images ma
 		return fmt.Errorf("record result of job %s: %w", id, err)
 	}
 	return nil
+}
+
+// PhasesOf is the record of the phases a job's events showed.
+func PhasesOf(ps []event.JobPhase) []Phase {
+	var out []Phase
+	for _, p := range ps {
+		out = append(out, Phase{Name: p.Name, Status: p.Status, StartedAt: p.StartedAt, FinishedAt: p.FinishedAt})
+	}
+	return out
 }
 
 // MaxJobsPage is the most jobs JobsPage returns at once.

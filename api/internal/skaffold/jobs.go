@@ -159,10 +159,7 @@ func (s *jobsServer) GetJob(ctx context.Context, req *jobspb.GetJobRequest) (*jo
 				ps.Observe(e)
 			}
 		}
-		j.Phases = nil
-		for _, p := range ps.List() {
-			j.Phases = append(j.Phases, store.Phase{Name: p.Name, Status: p.Status, StartedAt: p.StartedAt, FinishedAt: p.FinishedAt})
-		}
+		j.Phases = store.PhasesOf(ps.List())
 	}
 	return jobProto(j), nil
 }

@@ -32,10 +32,7 @@ func (p *phaseSink) Emit(v1 *v1pb.LogEntry, v2 *v2pb.Event) error {
 // job, for the job history (rollbacks deploy the recorded images again).
 // Not recording them only makes the history poorer: it is logged.
 func (w *Worker) recordResult(ctx context.Context, j *store.Job, out pipeline.Outcome, ps *phaseSink, log *slog.Logger) {
-	var phases []store.Phase
-	for _, p := range ps.phases.List() {
-		phases = append(phases, store.Phase{Name: p.Name, Status: p.Status, StartedAt: p.StartedAt, FinishedAt: p.FinishedAt})
-	}
+	phases := store.PhasesOf(ps.phases.List())
 	images := out.Images
 	if out.Err != nil || out.DeployPending {
 		images = nil // a pending deploy's images are recorded already; a failed job's are not a rollback target
